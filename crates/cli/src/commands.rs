@@ -1,0 +1,710 @@
+//! Command-line surface: `serve` and the client subcommands, each a small function over the API.
+//! Every setting of `serve` has a flag, an environment variable (`STEWARD_*`) and a config-file key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::client::{Client, read_credentials, write_private};
+use crate::output;
+
+#[derive(Parser)]
+#[command(name = "steward", version, about = "Machine identities: registry, credentials, short-lived tokens and audit.")]
+pub struct Cli {
+    /// Server base URL (default: the issuer in the credentials file, else http://127.0.0.1:7443).
+    #[arg(long, global = true, env = "STEWARD_SERVER")]
+    server: Option<String>,
+    /// Credentials file to authenticate with.
+    #[arg(long, global = true, env = "STEWARD_CREDENTIALS", default_value = "steward-data/admin-credentials.json")]
+    credentials: PathBuf,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// People and teams who own identities.
+    #[command(subcommand)]
+    Owner(OwnerCmd),
+    /// Machine identities.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Credentials (API keys, public keys) of an identity.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Print an access token for a workload (client_credentials).
+    Token(TokenArgs),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file; flags and environment variables override its keys.
+    #[arg(long, env = "STEWARD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (SQLite database, master key, admin credentials file).
+    #[arg(long, env = "STEWARD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "STEWARD_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// PostgreSQL URL (postgres://…); default is embedded SQLite in the data directory.
+    #[arg(long, env = "STEWARD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Public base URL used as the token issuer.
+    #[arg(long, env = "STEWARD_ISSUER")]
+    issuer: Option<String>,
+    /// SPIFFE trust domain.
+    #[arg(long, env = "STEWARD_TRUST_DOMAIN")]
+    trust_domain: Option<String>,
+    /// Allowed environments, comma-separated.
+    #[arg(long, env = "STEWARD_ENVIRONMENTS", value_delimiter = ',')]
+    environments: Option<Vec<String>>,
+    /// Token-signing algorithm for new keys (EdDSA or ES256).
+    #[arg(long, env = "STEWARD_SIGNING_ALG")]
+    signing_alg: Option<String>,
+    /// Signing-key rotation period in days.
+    #[arg(long, env = "STEWARD_KEY_ROTATION_DAYS")]
+    key_rotation_days: Option<u32>,
+    /// Default access-token lifetime in seconds.
+    #[arg(long, env = "STEWARD_TOKEN_LIFETIME_SECS")]
+    token_lifetime_secs: Option<u32>,
+    /// Maximum API-key age in days.
+    #[arg(long, env = "STEWARD_MAX_KEY_AGE_DAYS")]
+    max_key_age_days: Option<u32>,
+    /// Seconds between signed audit checkpoints.
+    #[arg(long, env = "STEWARD_CHECKPOINT_INTERVAL_SECS")]
+    checkpoint_interval_secs: Option<u64>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "STEWARD_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Failed authentications per client or address before lock-out.
+    #[arg(long, env = "STEWARD_AUTH_FAILURE_LIMIT")]
+    auth_failure_limit: Option<u32>,
+    /// Require DPoP server nonces.
+    #[arg(long, env = "STEWARD_DPOP_REQUIRE_NONCE")]
+    dpop_require_nonce: Option<bool>,
+    /// Cache TTL in seconds for identities/credentials changed by other nodes (PostgreSQL clusters).
+    #[arg(long, env = "STEWARD_CACHE_TTL_SECS")]
+    cache_ttl_secs: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, env = "STEWARD_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Subcommand)]
+enum OwnerCmd {
+    /// Add a person or team.
+    Add {
+        name: String,
+        #[arg(long, default_value = "team")]
+        kind: String,
+        #[arg(long)]
+        contact: String,
+    },
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+    },
+    Show { id: String },
+    /// Record that an owner has left; their identities become orphaned unless reassigned.
+    Depart {
+        id: String,
+        #[arg(long)]
+        reassign_to: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct IdentityFields {
+    #[arg(long)]
+    purpose: Option<String>,
+    /// Expiry as RFC 3339, or a duration from now such as 90d or 12h.
+    #[arg(long)]
+    expires: Option<String>,
+    /// Allowed scope (repeatable).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// Default scope granted when a token request names none (repeatable).
+    #[arg(long = "default-scope")]
+    default_scopes: Vec<String>,
+    /// Allowed audience (repeatable).
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long)]
+    vendor: Option<String>,
+    #[arg(long)]
+    token_lifetime_secs: Option<u32>,
+    #[arg(long)]
+    require_dpop: Option<bool>,
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long = "env")]
+        environment: String,
+        #[command(flatten)]
+        fields: IdentityFields,
+    },
+    List {
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Follow cursors to list every match.
+        #[arg(long)]
+        all: bool,
+    },
+    Show { id: String },
+    Update {
+        id: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        fields: IdentityFields,
+    },
+    Approve { id: String, #[arg(long)] reason: Option<String> },
+    Suspend { id: String, #[arg(long)] reason: Option<String> },
+    Resume { id: String, #[arg(long)] reason: Option<String> },
+    Retire { id: String, #[arg(long)] reason: Option<String> },
+    /// Revoke every outstanding token of the identity.
+    RevokeTokens { id: String },
+}
+
+#[derive(Subcommand)]
+enum CredentialCmd {
+    Create {
+        identity: String,
+        #[arg(long = "type", default_value = "api_key")]
+        kind: String,
+        /// Public JWK file for --type public_key.
+        #[arg(long)]
+        jwk: Option<PathBuf>,
+        #[arg(long)]
+        expires: Option<String>,
+        /// Write a credentials file (0600) instead of printing the secret.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    List { identity: String },
+    Revoke { identity: String, credential: String },
+    Rotate {
+        identity: String,
+        credential: String,
+        /// Seconds the old credential keeps working.
+        #[arg(long)]
+        grace_secs: Option<u32>,
+        #[arg(long)]
+        jwk: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Client id (identity id) when the secret comes from STEWARD_CLIENT_SECRET.
+    #[arg(long, env = "STEWARD_CLIENT_ID")]
+    client_id: Option<String>,
+    #[arg(long)]
+    scope: Option<String>,
+    #[arg(long = "audience")]
+    audiences: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    List {
+        #[arg(long)]
+        identity: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Recompute the log offline from the data directory or database.
+    Verify {
+        #[arg(long, env = "STEWARD_DATA_DIR", default_value = "steward-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "STEWARD_DATABASE_URL")]
+        database_url: Option<String>,
+        /// An exported checkpoint (JSON from `steward audit checkpoint`, or a signed note).
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Verifier key for a raw signed note.
+        #[arg(long)]
+        verifier_key: Option<String>,
+    },
+    /// Write every record as JSON Lines.
+    Export {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the latest signed checkpoint (save it to verify against later).
+    Checkpoint,
+    /// Inclusion proof of one record.
+    Proof { seq: u64 },
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let json_out = cli.json;
+    let mk = || Client::new(cli.server.clone(), Some(&cli.credentials));
+    match cli.command {
+        Command::Serve(a) => serve(a).await,
+        Command::Owner(c) => owner(mk()?, c, json_out).await,
+        Command::Identity(c) => identity(mk()?, c, json_out).await,
+        Command::Credential(c) => credential(mk()?, c, json_out).await,
+        Command::Token(a) => token(cli.server.clone(), &cli.credentials, a, json_out).await,
+        Command::Audit(c) => audit(mk, c, json_out).await,
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    init_logging(&a.log_format);
+    let mut cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
+            toml::from_str::<steward_server::ServerConfig>(&text).with_context(|| format!("invalid config file {}", p.display()))?
+        }
+        None => steward_server::ServerConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident => $($path:ident).+),* $(,)?) => { $( if let Some(v) = a.$f.clone() { cfg.$($path).+ = v; } )* };
+    }
+    set!(data_dir => data_dir, listen => listen, trust_domain => trust_domain, environments => registry.environments,
+        signing_alg => signing_alg, key_rotation_days => key_rotation_days, token_lifetime_secs => registry.default_token_lifetime_secs,
+        max_key_age_days => registry.max_key_age_days, checkpoint_interval_secs => checkpoint_interval_secs,
+        max_body_bytes => max_body_bytes, auth_failure_limit => auth_failure_limit, dpop_require_nonce => dpop_require_nonce,
+        cache_ttl_secs => cache_ttl_secs);
+    if a.database_url.is_some() {
+        cfg.database_url = a.database_url.clone();
+        if a.cache_ttl_secs.is_none() && cfg.cache_ttl_secs == 0 {
+            cfg.cache_ttl_secs = 1;
+        }
+    }
+    if a.issuer.is_some() {
+        cfg.issuer = a.issuer.clone();
+    }
+    let master = std::env::var("STEWARD_MASTER_KEY").ok();
+    let server = steward_server::start(cfg, steward_server::StartOptions { master_key: master, clock: None })
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    if let Some(p) = &server.admin_credentials {
+        eprintln!("First start: admin credentials written to {} (mode 0600). They are shown nowhere else.", p.display());
+    }
+    eprintln!("Steward is serving on {}", server.base_url());
+    server.run_until_signal().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses "90d", "12h", "30m" or an RFC 3339 timestamp.
+fn parse_expiry(s: &str) -> Result<String> {
+    if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return Ok(t.format(&time::format_description::well_known::Rfc3339)?);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num.parse().map_err(|_| anyhow!("expiry {s:?}: use RFC 3339 or a duration like 90d, 12h, 30m"))?;
+    let d = match unit {
+        "d" => time::Duration::days(n),
+        "h" => time::Duration::hours(n),
+        "m" => time::Duration::minutes(n),
+        _ => bail!("expiry {s:?}: use RFC 3339 or a duration like 90d, 12h, 30m"),
+    };
+    Ok((OffsetDateTime::now_utc() + d).format(&time::format_description::well_known::Rfc3339)?)
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn query(pairs: &[(&str, Option<String>)]) -> String {
+    let q: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
+}
+
+async fn list_all(c: &mut Client, path: &str, base: &[(&str, Option<String>)], all: bool) -> Result<Vec<Value>> {
+    let mut items = vec![];
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = base.to_vec();
+        q.push(("cursor", cursor.clone()));
+        let v = c.get(&format!("{path}{}", query(&q))).await?;
+        if let Some(a) = v.get("items").and_then(Value::as_array) {
+            items.extend(a.iter().cloned());
+        }
+        cursor = v.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
+        if !all || cursor.is_none() {
+            return Ok(items);
+        }
+    }
+}
+
+async fn owner(mut c: Client, cmd: OwnerCmd, json_out: bool) -> Result<ExitCode> {
+    let show = |v: &Value| if json_out { output::json(v) } else { output::record(v) };
+    match cmd {
+        OwnerCmd::Add { name, kind, contact } => show(&c.post("/v1/owners", &json!({"name": name, "kind": kind, "contact": contact})).await?),
+        OwnerCmd::Show { id } => show(&c.get(&format!("/v1/owners/{}", enc(&id))).await?),
+        OwnerCmd::Depart { id, reassign_to, reason } => {
+            show(&c.post(&format!("/v1/owners/{}/depart", enc(&id)), &json!({"reassign_to": reassign_to, "reason": reason})).await?)
+        }
+        OwnerCmd::List { status, search } => {
+            let items = list_all(&mut c, "/v1/owners", &[("status", status), ("search", search)], true).await?;
+            if json_out {
+                output::json(&Value::Array(items));
+            } else {
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|o| ["id", "name", "kind", "status", "contact"].iter().map(|k| output::field(o, k)).collect())
+                    .collect();
+                output::table(&["id", "name", "kind", "status", "contact"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<String, Value>> {
+    let mut m = serde_json::Map::new();
+    if let Some(p) = f.purpose {
+        m.insert("purpose".into(), json!(p));
+    }
+    if let Some(e) = f.expires {
+        m.insert("expires_at".into(), json!(parse_expiry(&e)?));
+    }
+    if create || !f.scopes.is_empty() {
+        m.insert("scopes".into(), json!(f.scopes));
+    }
+    if !f.default_scopes.is_empty() {
+        m.insert("default_scopes".into(), json!(f.default_scopes));
+    }
+    if create || !f.audiences.is_empty() {
+        m.insert("audiences".into(), json!(f.audiences));
+    }
+    if !f.labels.is_empty() {
+        let mut l = serde_json::Map::new();
+        for kv in f.labels {
+            let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("label {kv:?} must be KEY=VALUE"))?;
+            l.insert(k.into(), json!(v));
+        }
+        m.insert("labels".into(), Value::Object(l));
+    }
+    if let Some(v) = f.vendor {
+        m.insert("vendor".into(), json!(v));
+    }
+    if let Some(t) = f.token_lifetime_secs {
+        m.insert("token_lifetime_secs".into(), json!(t));
+    }
+    if let Some(d) = f.require_dpop {
+        m.insert("require_dpop".into(), json!(d));
+    }
+    Ok(m)
+}
+
+async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<ExitCode> {
+    let show = |v: &Value| if json_out { output::json(v) } else { output::record(v) };
+    match cmd {
+        IdentityCmd::Create { name, kind, owner, environment, fields } => {
+            let mut m = identity_body(fields, true)?;
+            if !m.contains_key("expires_at") {
+                bail!("--expires is required (RFC 3339 or a duration such as 90d)");
+            }
+            m.insert("name".into(), json!(name));
+            m.insert("kind".into(), json!(kind));
+            m.insert("owner".into(), json!(owner));
+            m.insert("environment".into(), json!(environment));
+            if !m.contains_key("purpose") {
+                bail!("--purpose is required");
+            }
+            show(&c.post("/v1/identities", &Value::Object(m)).await?);
+        }
+        IdentityCmd::Update { id, owner, fields } => {
+            let mut m = identity_body(fields, false)?;
+            if let Some(o) = owner {
+                m.insert("owner".into(), json!(o));
+            }
+            show(&c.call(Method::PATCH, &format!("/v1/identities/{}", enc(&id)), Some(&Value::Object(m))).await?);
+        }
+        IdentityCmd::Show { id } => show(&c.get(&format!("/v1/identities/{}", enc(&id))).await?),
+        IdentityCmd::List { environment, kind, owner, status, search, limit, all } => {
+            let base = [
+                ("environment", environment),
+                ("kind", kind),
+                ("owner", owner),
+                ("status", status),
+                ("search", search),
+                ("limit", Some(limit.to_string())),
+            ];
+            let items = list_all(&mut c, "/v1/identities", &base, all).await?;
+            if json_out {
+                output::json(&Value::Array(items));
+            } else {
+                let cols = ["id", "name", "kind", "environment", "status", "owner", "expires_at"];
+                let rows: Vec<Vec<String>> = items.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect();
+                output::table(&cols, &rows);
+            }
+        }
+        IdentityCmd::Approve { id, reason } => show(&action(&mut c, &id, "approve", reason).await?),
+        IdentityCmd::Suspend { id, reason } => show(&action(&mut c, &id, "suspend", reason).await?),
+        IdentityCmd::Resume { id, reason } => show(&action(&mut c, &id, "resume", reason).await?),
+        IdentityCmd::Retire { id, reason } => show(&action(&mut c, &id, "retire", reason).await?),
+        IdentityCmd::RevokeTokens { id } => show(&action(&mut c, &id, "revoke-tokens", None).await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn action(c: &mut Client, id: &str, act: &str, reason: Option<String>) -> Result<Value> {
+    c.post(&format!("/v1/identities/{}/{act}", enc(id)), &json!({"reason": reason})).await
+}
+
+/// Prints a newly created secret, or writes it to a credentials file.
+fn emit_secret(c: &Client, created: &Value, out: Option<PathBuf>, json_out: bool) -> Result<()> {
+    if let (Some(path), Some(secret)) = (out, created.get("client_secret").and_then(Value::as_str)) {
+        let file = steward_proto::CredentialsFile {
+            client_id: output::field(created, "client_id"),
+            client_secret: secret.to_owned(),
+            issuer: c.server.clone(),
+            token_endpoint: format!("{}/oauth2/token", c.server),
+            ca_bundle: None,
+        };
+        write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
+        let mut redacted = created.clone();
+        redacted["client_secret"] = json!(format!("written to {}", path.display()));
+        if json_out { output::json(&redacted) } else { output::record(&redacted) }
+        return Ok(());
+    }
+    if json_out {
+        output::json(created)
+    } else {
+        output::record(created);
+        if created.get("client_secret").is_some() {
+            eprintln!("Store the client_secret now: it is shown only once.");
+        }
+    }
+    Ok(())
+}
+
+async fn credential(mut c: Client, cmd: CredentialCmd, json_out: bool) -> Result<ExitCode> {
+    match cmd {
+        CredentialCmd::Create { identity, kind, jwk, expires, out } => {
+            let jwk: Option<Value> = jwk
+                .map(|p| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?) })
+                .transpose()?;
+            let expires_at = expires.map(|e| parse_expiry(&e)).transpose()?;
+            let v = c
+                .post(&format!("/v1/identities/{}/credentials", enc(&identity)), &json!({"type": kind, "jwk": jwk, "expires_at": expires_at}))
+                .await?;
+            emit_secret(&c, &v, out, json_out)?;
+        }
+        CredentialCmd::List { identity } => {
+            let v = c.get(&format!("/v1/identities/{}/credentials", enc(&identity))).await?;
+            let items = v.get("items").cloned().unwrap_or(Value::Array(vec![]));
+            if json_out {
+                output::json(&items);
+            } else {
+                let cols = ["id", "type", "state", "fingerprint", "created_at", "expires_at", "last_used_at"];
+                let rows: Vec<Vec<String>> = items
+                    .as_array()
+                    .map(|a| a.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect())
+                    .unwrap_or_default();
+                output::table(&cols, &rows);
+            }
+        }
+        CredentialCmd::Revoke { identity, credential } => {
+            let v = c.call(Method::DELETE, &format!("/v1/identities/{}/credentials/{}", enc(&identity), enc(&credential)), None).await?;
+            if json_out { output::json(&v) } else { output::record(&v) }
+        }
+        CredentialCmd::Rotate { identity, credential, grace_secs, jwk, out } => {
+            let jwk: Option<Value> = jwk
+                .map(|p| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?) })
+                .transpose()?;
+            let v = c
+                .post(
+                    &format!("/v1/identities/{}/credentials/{}/rotate", enc(&identity), enc(&credential)),
+                    &json!({"grace_secs": grace_secs, "jwk": jwk}),
+                )
+                .await?;
+            let current = v.get("current").cloned().unwrap_or(Value::Null);
+            emit_secret(&c, &current, out, json_out)?;
+            if !json_out {
+                eprintln!(
+                    "Previous credential keeps working until {}.",
+                    v.get("previous").map(|p| output::field(p, "revoked_at")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn token(server: Option<String>, creds_path: &std::path::Path, a: TokenArgs, json_out: bool) -> Result<ExitCode> {
+    let (client_id, secret, endpoint) = match std::env::var("STEWARD_CLIENT_SECRET") {
+        Ok(secret) => {
+            let id = a.client_id.clone().ok_or_else(|| anyhow!("--client-id (or STEWARD_CLIENT_ID) is required with STEWARD_CLIENT_SECRET"))?;
+            let base = server.clone().unwrap_or_else(|| "http://127.0.0.1:7443".into());
+            (id, secret, format!("{}/oauth2/token", base.trim_end_matches('/')))
+        }
+        Err(_) => {
+            let f = read_credentials(creds_path)?;
+            let endpoint = match &server {
+                Some(s) => format!("{}/oauth2/token", s.trim_end_matches('/')),
+                None => f.token_endpoint.clone(),
+            };
+            (f.client_id, f.client_secret, endpoint)
+        }
+    };
+    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let t = crate::client::fetch_token(&http, &endpoint, &client_id, &secret, a.scope.as_deref(), &a.audiences).await?;
+    if json_out {
+        output::json(&serde_json::to_value(&t)?);
+    } else {
+        println!("{}", t.access_token);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -> Result<ExitCode> {
+    match cmd {
+        AuditCmd::List { identity, action, outcome, since, limit, all } => {
+            let mut c = mk()?;
+            let base = [
+                ("identity", identity),
+                ("action", action),
+                ("outcome", outcome),
+                ("since", since),
+                ("limit", Some(limit.to_string())),
+            ];
+            let items = list_all(&mut c, "/v1/audit", &base, all).await?;
+            if json_out {
+                output::json(&Value::Array(items));
+            } else {
+                let cols = ["seq", "time", "actor", "action", "outcome", "target", "reason"];
+                let rows: Vec<Vec<String>> = items.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect();
+                output::table(&cols, &rows);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Export { out } => {
+            let mut c = mk()?;
+            let items = list_all(&mut c, "/v1/audit", &[("limit", Some("1000".into()))], true).await?;
+            let mut text = String::new();
+            for i in &items {
+                text.push_str(&serde_json::to_string(i)?);
+                text.push('\n');
+            }
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!("exported {} records to {}", items.len(), p.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Checkpoint => {
+            let mut c = mk()?;
+            output::json(&c.get("/v1/audit/checkpoint").await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Proof { seq } => {
+            let mut c = mk()?;
+            output::json(&c.get(&format!("/v1/audit/proof/{seq}")).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Verify { data_dir, database_url, checkpoint, verifier_key } => {
+            steward_server::install_crypto_provider();
+            let trusted = match checkpoint {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                    Some(steward_server::audit::trusted_checkpoint(&text, verifier_key.as_deref()).map_err(|e| anyhow!(e))?)
+                }
+                None => None,
+            };
+            let url = match database_url {
+                Some(u) => u,
+                None => {
+                    let db = data_dir.join("steward.db");
+                    if !db.exists() {
+                        bail!("no Steward database at {}", db.display());
+                    }
+                    format!("sqlite://{}", db.display())
+                }
+            };
+            let store = steward_store::open(&url).await.map_err(|e| anyhow!("{e}"))?;
+            let report = steward_server::audit::verify_store(store.as_ref(), trusted).await.map_err(|e| anyhow!("{e}"))?;
+            if json_out {
+                output::json(&serde_json::to_value(&report)?);
+            } else if report.ok {
+                println!(
+                    "audit log OK: {} records verified{}; root {}",
+                    report.records,
+                    report.checkpoint_size.map(|s| format!(", consistent with the checkpoint of {s}")).unwrap_or_default(),
+                    report.root_hash
+                );
+            } else {
+                println!(
+                    "audit log FAILED at seq {}: {}",
+                    report.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    report.problem.clone().unwrap_or_default()
+                );
+            }
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The `steward` binary: `steward serve` runs the server; every other subcommand is a client of its API.
+//! Thin glue: argument parsing and output formatting here, behaviour in the library crates.
+#![forbid(unsafe_code)]
+
+mod client;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, no secrets: errors carry server messages and paths only.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

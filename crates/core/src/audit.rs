@@ -1,0 +1,194 @@
+//! Audit events and records: what happened, who did it, to what, with which outcome.
+//! The canonical byte form defined here is what the tamper-evident log hashes; it must never change silently.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Self::Success),
+            "failure" => Some(Self::Failure),
+            "denied" => Some(Self::Denied),
+            _ => None,
+        }
+    }
+}
+
+/// An event to append. Never put a secret in any field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// Who acted: an identity id, `system`, or `anonymous`.
+    pub actor: String,
+    /// Dotted verb, e.g. `identity.create`, `token.issue`.
+    pub action: String,
+    /// What was acted on, e.g. `identity:<id>`, `credential:<id>`.
+    pub target: Option<String>,
+    /// The identity the event concerns, for filtering.
+    pub identity_id: Option<Uuid>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub source: Option<String>,
+    /// Structured, non-secret details (diffs, scopes, token ids).
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    pub fn new(time: OffsetDateTime, actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+        Self {
+            time: crate::truncate_micros(time),
+            actor: actor.into(),
+            action: action.into(),
+            target: None,
+            identity_id: None,
+            outcome,
+            reason: None,
+            request_id: None,
+            source: None,
+            details: serde_json::Value::Null,
+        }
+    }
+    pub fn target(mut self, t: impl Into<String>) -> Self {
+        self.target = Some(t.into());
+        self
+    }
+    pub fn identity(mut self, id: Uuid) -> Self {
+        self.identity_id = Some(id);
+        self
+    }
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = Some(r.into());
+        self
+    }
+    pub fn details(mut self, d: serde_json::Value) -> Self {
+        self.details = d;
+        self
+    }
+    pub fn request(mut self, request_id: Option<String>, source: Option<String>) -> Self {
+        self.request_id = request_id;
+        self.source = source;
+        self
+    }
+
+    /// The canonical bytes hashed into the log for record `seq`: compact JSON with a fixed field
+    /// order, times as integer microseconds, object keys sorted (serde_json's default map).
+    pub fn canonical_bytes(&self, seq: u64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Canon<'a> {
+            v: u8,
+            seq: u64,
+            time_us: i64,
+            actor: &'a str,
+            action: &'a str,
+            target: Option<&'a str>,
+            identity_id: Option<Uuid>,
+            outcome: &'a str,
+            reason: Option<&'a str>,
+            request_id: Option<&'a str>,
+            source: Option<&'a str>,
+            details: &'a serde_json::Value,
+        }
+        let c = Canon {
+            v: 1,
+            seq,
+            time_us: crate::to_micros(self.time),
+            actor: &self.actor,
+            action: &self.action,
+            target: self.target.as_deref(),
+            identity_id: self.identity_id,
+            outcome: self.outcome.as_str(),
+            reason: self.reason.as_deref(),
+            request_id: self.request_id.as_deref(),
+            source: self.source.as_deref(),
+            details: &self.details,
+        };
+        serde_json::to_vec(&c).unwrap_or_default()
+    }
+}
+
+/// A stored record: the event, its position, and its hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// RFC 6962 leaf hash of the canonical bytes (hex in JSON).
+    #[serde(with = "hex32")]
+    pub leaf_hash: [u8; 32],
+    /// Hash chain: H(previous chain hash || leaf hash).
+    #[serde(with = "hex32")]
+    pub chain_hash: [u8; 32],
+}
+
+/// Hex encoding for 32-byte hashes.
+pub mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn encode(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub fn decode(s: &str) -> Option<[u8; 32]> {
+        if s.len() != 64 || !s.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(out)
+    }
+
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        decode(&s).ok_or_else(|| D::Error::custom("expected 64 hex characters"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_is_stable_and_seq_bound() {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let e = AuditEvent::new(t, "system", "identity.create", Outcome::Success)
+            .details(serde_json::json!({"b": 1, "a": [1, 2]}));
+        let a = e.canonical_bytes(7);
+        assert_eq!(a, e.clone().canonical_bytes(7));
+        assert_ne!(a, e.canonical_bytes(8));
+        let s = String::from_utf8(a).unwrap();
+        assert!(s.starts_with(r#"{"v":1,"seq":7,"time_us":1700000000000000,"actor":"system""#), "{s}");
+        assert!(s.contains(r#""details":{"a":[1,2],"b":1}"#), "{s}");
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let h = [0xabu8; 32];
+        assert_eq!(hex32::decode(&hex32::encode(&h)), Some(h));
+        assert_eq!(hex32::decode("zz"), None);
+    }
+}

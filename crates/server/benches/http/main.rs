@@ -1,0 +1,676 @@
+//! End-to-end HTTP benchmark of Steward over loopback: the no-op baseline, token issuance and
+//! identity creation on SQLite and PostgreSQL. Run: `cargo bench -p steward-server --bench http`.
+//!
+//! The server runs in-process on a multi-thread Tokio runtime; the load generator runs on separate
+//! OS threads with current-thread runtimes (hyper 1 client, one task per keep-alive connection), so
+//! both compete for the same cores. Results go to stdout and to `target/bench-results/http.md`.
+//!
+//! Environment: `STEWARD_BENCH_SECS` (measured seconds per row, default 5), `STEWARD_BENCH_WARMUP_SECS`
+//! (default 2), `STEWARD_BENCH_TOKEN_CLIENTS` (64), `STEWARD_BENCH_CREATE_CLIENTS` (32),
+//! `STEWARD_BENCH_CLIENT_THREADS` (1), `STEWARD_BENCH_SERVER_THREADS` (available cores),
+//! `STEWARD_BENCH_IDENTITIES` (16), `STEWARD_TEST_DATABASE_URL` (PostgreSQL server to create a
+//! fresh `steward_bench_<random>` database on), `STEWARD_BENCH_KEEP_DB` (keep that database).
+
+mod load;
+mod probe;
+
+use std::fmt::{Display, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::http::HeaderValue;
+use hyper::{Method, Request, Uri};
+use sqlx::Connection as _;
+use steward_server::service::Ctx;
+use steward_server::{RunningServer, ServerConfig, StartOptions};
+use tokio::runtime::Runtime;
+use uuid::Uuid;
+
+use load::{MakeRequest, Plan};
+use probe::{Commits, PgXacts};
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Adds what was being done to an error, as a plain message.
+trait Context<T> {
+    fn context(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: Display> Context<T> for Result<T, E> {
+    fn context(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+impl<T> Context<T> for Option<T> {
+    fn context(self, what: &str) -> Result<T, String> {
+        self.ok_or_else(|| what.to_owned())
+    }
+}
+
+struct Settings {
+    warmup: Duration,
+    measure: Duration,
+    token_clients: usize,
+    create_clients: usize,
+    client_threads: usize,
+    server_threads: usize,
+    identities: usize,
+    pg_url: String,
+    keep_db: bool,
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, String>
+where
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| format!("{name}={v:?}: {e}")),
+        _ => Ok(default),
+    }
+}
+
+fn secs(name: &str, default: f64) -> Result<Duration, String> {
+    let v: f64 = env_or(name, default)?;
+    if !(0.0..=600.0).contains(&v) {
+        return Err(format!("{name} must be between 0 and 600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, String> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let s = Self {
+            warmup: secs("STEWARD_BENCH_WARMUP_SECS", 2.0)?,
+            measure: secs("STEWARD_BENCH_SECS", 5.0)?,
+            token_clients: env_or("STEWARD_BENCH_TOKEN_CLIENTS", 64)?,
+            create_clients: env_or("STEWARD_BENCH_CREATE_CLIENTS", 32)?,
+            client_threads: env_or("STEWARD_BENCH_CLIENT_THREADS", 1)?,
+            server_threads: env_or("STEWARD_BENCH_SERVER_THREADS", cores)?,
+            identities: env_or("STEWARD_BENCH_IDENTITIES", 16)?,
+            pg_url: env_or("STEWARD_TEST_DATABASE_URL", DEFAULT_PG_URL.to_owned())?,
+            keep_db: env_or("STEWARD_BENCH_KEEP_DB", false)?,
+        };
+        if s.measure.is_zero() {
+            return Err("STEWARD_BENCH_SECS must be positive".into());
+        }
+        for (name, v, max) in [
+            ("STEWARD_BENCH_TOKEN_CLIENTS", s.token_clients, 4096),
+            ("STEWARD_BENCH_CREATE_CLIENTS", s.create_clients, 4096),
+            ("STEWARD_BENCH_CLIENT_THREADS", s.client_threads, 64),
+            ("STEWARD_BENCH_SERVER_THREADS", s.server_threads, 64),
+            ("STEWARD_BENCH_IDENTITIES", s.identities, 1000),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("{name} must be between 1 and {max}"));
+            }
+        }
+        Ok(s)
+    }
+}
+
+// ---------------------------------------------------------------- fixture
+
+/// A running server with bench identities, their API keys, and the admin's credentials.
+struct Fixture {
+    server: RunningServer,
+    backend: &'static str,
+    host: HeaderValue,
+    /// `Authorization: Basic …` for each bench identity's API key.
+    clients: Vec<HeaderValue>,
+    admin_basic: HeaderValue,
+    owner: Uuid,
+    _dir: tempfile::TempDir,
+}
+
+fn basic(id: &str, secret: &str) -> Result<HeaderValue, String> {
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    HeaderValue::from_str(&format!("Basic {enc}")).context("building a Basic authorization header")
+}
+
+async fn start_fixture(backend: &'static str, database_url: Option<String>, identities: usize) -> Result<Fixture, String> {
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut cfg = ServerConfig::default();
+    cfg.data_dir = dir.path().to_path_buf();
+    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.database_url = database_url;
+    cfg.auth_failure_limit = 1_000_000;
+    let server = steward_server::start(cfg, StartOptions::default())
+        .await
+        .context("starting the server")?;
+    let s = &server.state;
+    let owner = s
+        .create_owner(
+            &Ctx::system(),
+            steward_proto::CreateOwner {
+                name: "bench".into(),
+                kind: "team".into(),
+                contact: "bench@example.com".into(),
+            },
+        )
+        .await
+        .context("creating the bench owner")?;
+    let mut clients = Vec::with_capacity(identities);
+    for i in 0..identities {
+        let ident = s
+            .create_identity(
+                &Ctx::system(),
+                steward_proto::CreateIdentity {
+                    name: format!("bench-api-{i}"),
+                    kind: "workload".into(),
+                    owner: owner.id,
+                    purpose: "bench".into(),
+                    environment: "prod".into(),
+                    expires_at: time::OffsetDateTime::now_utc() + time::Duration::days(30),
+                    scopes: vec!["a:read".into()],
+                    default_scopes: Some(vec!["a:read".into()]),
+                    audiences: vec![],
+                    labels: Default::default(),
+                    vendor: None,
+                    token_lifetime_secs: None,
+                    require_dpop: false,
+                },
+            )
+            .await
+            .context("creating a bench identity")?;
+        let issued = s
+            .create_credential(
+                &Ctx::system(),
+                ident.id,
+                steward_proto::CreateCredential {
+                    kind: "api_key".into(),
+                    jwk: None,
+                    expires_at: None,
+                },
+            )
+            .await
+            .context("creating a bench API key")?;
+        let secret = issued.secret.context("the new API key has no secret")?;
+        clients.push(basic(&ident.id.to_string(), secret.expose_secret())?);
+    }
+    let creds_path = server
+        .admin_credentials
+        .clone()
+        .context("the server did not write an admin credentials file (database not fresh?)")?;
+    let raw = std::fs::read(&creds_path).context("reading the admin credentials file")?;
+    let creds: steward_proto::CredentialsFile =
+        serde_json::from_slice(&raw).context("parsing the admin credentials file")?;
+    let admin_basic = basic(&creds.client_id, &creds.client_secret)?;
+    let host = HeaderValue::from_str(&server.addr.to_string()).context("building the Host header")?;
+    Ok(Fixture {
+        server,
+        backend,
+        host,
+        clients,
+        admin_basic,
+        owner: owner.id,
+        _dir: dir,
+    })
+}
+
+impl Fixture {
+    async fn shutdown(self) {
+        if tokio::time::timeout(Duration::from_secs(10), self.server.shutdown()).await.is_err() {
+            eprintln!("warning: the {} server did not shut down within 10 s", self.backend);
+        }
+    }
+
+    fn noop(&self) -> MakeRequest {
+        let host = self.host.clone();
+        Arc::new(move |_, _| {
+            let mut r = Request::new(Full::new(Bytes::new()));
+            *r.uri_mut() = Uri::from_static("/_noop");
+            r.headers_mut().insert(HOST, host.clone());
+            r
+        })
+    }
+
+    fn token(&self) -> MakeRequest {
+        token_request(self.host.clone(), self.clients.clone())
+    }
+
+    /// `POST /v1/identities` with a distinct name per request.
+    fn create_identity(&self, bearer: HeaderValue) -> Result<MakeRequest, String> {
+        let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
+            .format(&time::format_description::well_known::Rfc3339)
+            .context("formatting expires_at")?;
+        let rest = serde_json::json!({
+            "kind": "workload",
+            "owner": self.owner,
+            "purpose": "bench: identity creation throughput",
+            "environment": "prod",
+            "expires_at": expires,
+            "scopes": ["a:read"],
+            "default_scopes": ["a:read"],
+        })
+        .to_string();
+        // `{"name":"…",` + the rest of the object without its opening brace.
+        let tail: Arc<str> = rest.get(1..).context("serializing the identity template")?.into();
+        let tag = Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let host = self.host.clone();
+        Ok(Arc::new(move |conn, seq| {
+            let body = format!("{{\"name\":\"b{tag}-{conn}-{seq}\",{tail}");
+            let mut r = Request::new(Full::new(Bytes::from(body)));
+            *r.method_mut() = Method::POST;
+            *r.uri_mut() = Uri::from_static("/v1/identities");
+            let h = r.headers_mut();
+            h.insert(HOST, host.clone());
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            h.insert(AUTHORIZATION, bearer.clone());
+            r
+        }))
+    }
+
+    /// Gets an admin access token (scope `steward:admin` by default) over HTTP.
+    async fn admin_bearer(&self) -> Result<HeaderValue, String> {
+        let make = token_request(self.host.clone(), vec![self.admin_basic.clone()]);
+        let (status, body) = load::one_shot(self.server.addr, make(0, 0)).await?;
+        if !status.is_success() {
+            return Err(format!(
+                "admin token request failed: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let t: steward_proto::TokenResponse = serde_json::from_slice(&body).context("parsing the admin token response")?;
+        HeaderValue::from_str(&format!("Bearer {}", t.access_token)).context("building the Bearer header")
+    }
+}
+
+/// `POST /oauth2/token`, `client_credentials`, `client_secret_basic`; connection `c` uses key `c % n`.
+fn token_request(host: HeaderValue, clients: Vec<HeaderValue>) -> MakeRequest {
+    let body = Bytes::from_static(b"grant_type=client_credentials");
+    Arc::new(move |conn, _| {
+        let mut r = Request::new(Full::new(body.clone()));
+        *r.method_mut() = Method::POST;
+        *r.uri_mut() = Uri::from_static("/oauth2/token");
+        let h = r.headers_mut();
+        h.insert(HOST, host.clone());
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        if let Some(auth) = clients.get(conn % clients.len().max(1)) {
+            h.insert(AUTHORIZATION, auth.clone());
+        }
+        r
+    })
+}
+
+// ---------------------------------------------------------------- measuring
+
+struct Measured {
+    ops_per_sec: f64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    errors: u64,
+    error_samples: Vec<String>,
+    commits: Commits,
+    pg_xacts: Option<i64>,
+    ok: u64,
+}
+
+struct Row {
+    what: &'static str,
+    backend: &'static str,
+    clients: usize,
+    result: Result<Measured, String>,
+}
+
+fn sleep_until(t: Instant) {
+    std::thread::sleep(t.saturating_duration_since(Instant::now()));
+}
+
+/// Runs one warm-up + measurement against `addr`, taking server-side counter snapshots at the
+/// window's edges while the load is still running.
+fn measure(
+    rt: &Runtime,
+    s: &Settings,
+    addr: SocketAddr,
+    clients: usize,
+    make: MakeRequest,
+    mut pg: Option<&mut PgXacts>,
+) -> Result<Measured, String> {
+    let plan = Plan {
+        addr,
+        connections: clients,
+        threads: s.client_threads,
+        warmup: s.warmup,
+        measure: s.measure,
+        make,
+    };
+    let running = load::start(&plan)?;
+    sleep_until(running.measure_start);
+    let c0 = Commits::now();
+    let x0 = pg.as_deref_mut().and_then(|p| rt.block_on(p.read()));
+    sleep_until(running.end);
+    let c1 = Commits::now();
+    let x1 = pg.as_deref_mut().and_then(|p| rt.block_on(p.read()));
+    let out = running.join()?;
+    let secs = s.measure.as_secs_f64();
+    Ok(Measured {
+        ops_per_sec: out.ok as f64 / secs,
+        p50_ms: out.percentile_ms(0.50),
+        p99_ms: out.percentile_ms(0.99),
+        errors: out.errors,
+        error_samples: out.error_samples.clone(),
+        commits: c1.since(c0),
+        pg_xacts: x0.zip(x1).map(|(a, b)| b - a),
+        ok: out.ok,
+    })
+}
+
+/// Sends one request of the kind about to be measured and checks it succeeds, so a broken setup
+/// is reported plainly instead of as a wall of errors.
+fn sanity(rt: &Runtime, addr: SocketAddr, make: &MakeRequest, what: &str) -> Result<(), String> {
+    let (status, body) = rt.block_on(load::one_shot(addr, make(0, u64::MAX)))?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: sanity request failed: HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        ))
+    }
+}
+
+fn run_row(
+    rt: &Runtime,
+    s: &Settings,
+    what: &'static str,
+    fx: &Fixture,
+    clients: usize,
+    make: Result<MakeRequest, String>,
+    pg: Option<&mut PgXacts>,
+) -> Row {
+    let result = make.and_then(|make| {
+        sanity(rt, fx.server.addr, &make, what)?;
+        measure(rt, s, fx.server.addr, clients, make, pg)
+    });
+    let row = Row {
+        what,
+        backend: fx.backend,
+        clients,
+        result,
+    };
+    match &row.result {
+        Ok(m) => eprintln!(
+            "{what} [{}]: {:.0} ops/s, p50 {}, p99 {}, errors {}",
+            row.backend,
+            m.ops_per_sec,
+            ms(m.p50_ms),
+            ms(m.p99_ms),
+            m.errors
+        ),
+        Err(e) => eprintln!("{what} [{}]: not measured: {e}", row.backend),
+    }
+    row
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+/// The URL with any password removed, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// Connects to the PostgreSQL server and creates a fresh database. Returns the admin connection,
+/// the database name and its URL.
+async fn create_pg_database(url: &str) -> Result<(sqlx::PgConnection, String, String), String> {
+    let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
+        .await
+        .map_err(|_| "connection timed out after 5 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let name = format!("steward_bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .context("CREATE DATABASE")?;
+    let mut u = url::Url::parse(url).context("parsing the PostgreSQL URL")?;
+    u.set_path(&format!("/{name}"));
+    Ok((conn, name, u.to_string()))
+}
+
+async fn drop_pg_database(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), String> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(conn)
+        .await
+        .map(|_| ())
+        .context("DROP DATABASE")
+}
+
+// ---------------------------------------------------------------- report
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.2} ms"))
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
+    let noop = rows
+        .iter()
+        .find(|r| r.what == "no-op GET /_noop")
+        .and_then(|r| r.result.as_ref().ok())
+        .map(|m| m.ops_per_sec);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let secs = s.measure.as_secs_f64();
+    let mut md = String::new();
+    let _ = writeln!(md, "## Steward HTTP benchmark\n");
+    let _ = writeln!(
+        md,
+        "Generated by `cargo bench -p steward-server --bench http` on {cores} CPU cores. \
+         Loopback HTTP/1.1 with keep-alive; {:.1} s warm-up, then {:.1} s measured per row.\n",
+        s.warmup.as_secs_f64(),
+        secs
+    );
+    let _ = writeln!(
+        md,
+        "Placement: the server runs in the bench process on a Tokio multi-thread runtime with {} worker \
+         thread(s) (plus the database driver's own threads); the load generator runs on {} separate OS \
+         thread(s), each a current-thread Tokio runtime driving its share of the connections with a \
+         hyper 1 client, one task per connection sending requests back to back. PostgreSQL, when used, \
+         is a server process on the same machine. Client, server and database all share the same cores, \
+         so every number includes the client's cost.\n",
+        s.server_threads, s.client_threads
+    );
+    let _ = writeln!(
+        md,
+        "| measurement | backend | clients | ops/s | p50 | p99 | errors | vs no-op | write txns/s | writes/txn | PG xacts/op |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        match &r.result {
+            Ok(m) => {
+                let ratio = noop.filter(|n| *n > 0.0).map_or_else(|| "–".into(), |n| format!("{:.0} %", 100.0 * m.ops_per_sec / n));
+                let txns = if m.commits.batches == 0 {
+                    "0".to_owned()
+                } else {
+                    thousands(m.commits.batches as f64 / secs)
+                };
+                let per_txn = if m.commits.batches == 0 {
+                    "–".to_owned()
+                } else {
+                    format!("{:.1}", m.commits.jobs as f64 / m.commits.batches as f64)
+                };
+                let xacts = match (m.pg_xacts, m.ok) {
+                    (Some(x), ok) if ok > 0 => format!("≈{:.2}", x as f64 / ok as f64),
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.what,
+                    r.backend,
+                    r.clients,
+                    thousands(m.ops_per_sec),
+                    ms(m.p50_ms),
+                    ms(m.p99_ms),
+                    m.errors,
+                    ratio,
+                    txns,
+                    per_txn,
+                    xacts
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | – | – | – | – | – | – | – | – |",
+                    r.what, r.backend, r.clients
+                );
+                let _ = e;
+            }
+        }
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "Errors count every non-2xx response and transport failure (warm-up included) and must be 0. \
+         \"vs no-op\" is ops/s relative to the no-op row of the same run. \"write txns/s\" and \"writes/txn\" \
+         count the store's group-commit transactions and the queued writes each carried, during the window. \
+         \"PG xacts/op\" is PostgreSQL's committed+rolled-back transaction count for the bench database per \
+         successful request (reads run as one-statement transactions, so it approximates database round trips \
+         per request for reads, plus a share of each group commit; PostgreSQL flushes these statistics about \
+         once a second, hence ≈).\n"
+    );
+    let tokens = rows
+        .iter()
+        .find(|r| r.what == "token issuance" && r.backend == "sqlite")
+        .and_then(|r| r.result.as_ref().ok());
+    if let (Some(t), Some(n)) = (tokens, noop) {
+        let ratio = 100.0 * t.ops_per_sec / n;
+        let _ = writeln!(
+            md,
+            "Targets (reported, not asserted), SQLite token issuance: ≥ 15,000 tokens/s — {} ({}); \
+             ≥ 40 % of the no-op rate — {:.0} % ({}).\n",
+            thousands(t.ops_per_sec),
+            if t.ops_per_sec >= 15_000.0 { "met" } else { "not met" },
+            ratio,
+            if ratio >= 40.0 { "met" } else { "not met" }
+        );
+    }
+    let mut details = vec![];
+    for r in rows {
+        match &r.result {
+            Ok(m) if !m.error_samples.is_empty() => {
+                details.push(format!("- {} [{}]: {}", r.what, r.backend, m.error_samples.join(" | ")))
+            }
+            Err(e) => details.push(format!("- {} [{}]: not measured: {e}", r.what, r.backend)),
+            _ => {}
+        }
+    }
+    details.extend(notes.iter().map(|n| format!("- {n}")));
+    if !details.is_empty() {
+        let _ = writeln!(md, "Notes:\n");
+        for d in details {
+            let _ = writeln!(md, "{d}");
+        }
+        let _ = writeln!(md);
+    }
+    md
+}
+
+fn results_path() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("bench-results").join("http.md")
+}
+
+// ---------------------------------------------------------------- main
+
+fn run() -> Result<(), String> {
+    let s = Settings::from_env()?;
+    if !probe::install() {
+        eprintln!("note: a tracing subscriber was already installed; commit counters will read 0");
+    }
+    steward_server::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(s.server_threads)
+        .thread_name("steward-server")
+        .enable_all()
+        .build()
+        .context("building the server runtime")?;
+    let mut rows = vec![];
+    let mut notes = vec![];
+
+    // SQLite: the no-op baseline, then tokens and identity creation.
+    let fx = rt.block_on(start_fixture("sqlite", None, s.identities))?;
+    rows.push(run_row(&rt, &s, "no-op GET /_noop", &fx, s.token_clients, Ok(fx.noop()), None));
+    rows.push(run_row(&rt, &s, "token issuance", &fx, s.token_clients, Ok(fx.token()), None));
+    let make = rt.block_on(fx.admin_bearer()).and_then(|b| fx.create_identity(b));
+    rows.push(run_row(&rt, &s, "identity creation", &fx, s.create_clients, make, None));
+    rt.block_on(fx.shutdown());
+
+    // PostgreSQL, on a fresh database.
+    match rt.block_on(create_pg_database(&s.pg_url)) {
+        Err(e) => {
+            let line = format!("PostgreSQL skipped: PostgreSQL unreachable at {} ({e})", redact(&s.pg_url));
+            println!("skipped: PostgreSQL unreachable at {} ({e})", redact(&s.pg_url));
+            notes.push(line);
+        }
+        Ok((conn, name, db_url)) => {
+            let mut stats = PgXacts::new(conn, name.clone());
+            match rt.block_on(start_fixture("postgres", Some(db_url), s.identities)) {
+                Ok(fx) => {
+                    rows.push(run_row(&rt, &s, "token issuance", &fx, s.token_clients, Ok(fx.token()), Some(&mut stats)));
+                    let make = rt.block_on(fx.admin_bearer()).and_then(|b| fx.create_identity(b));
+                    rows.push(run_row(&rt, &s, "identity creation", &fx, s.create_clients, make, Some(&mut stats)));
+                    rt.block_on(fx.shutdown());
+                }
+                Err(e) => notes.push(format!("PostgreSQL: could not start the server on database {name}: {e}")),
+            }
+            let mut conn = stats.into_conn();
+            if s.keep_db {
+                notes.push(format!("PostgreSQL database {name} kept (STEWARD_BENCH_KEEP_DB)"));
+            } else if let Err(e) = rt.block_on(drop_pg_database(&mut conn, &name)) {
+                eprintln!("warning: could not drop {name}: {e}");
+            }
+        }
+    }
+    let warnings = probe::warnings();
+    if warnings > 0 {
+        notes.push(format!("the server logged {warnings} warning(s)/error(s) during the run (see stderr)"));
+    }
+
+    let md = report(&s, &rows, &notes);
+    println!("{md}");
+    let path = results_path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).context("creating target/bench-results")?;
+    }
+    std::fs::write(&path, &md).context("writing the results file")?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("http bench failed: {e}");
+        std::process::exit(1);
+    }
+}

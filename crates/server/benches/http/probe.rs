@@ -1,0 +1,158 @@
+//! Cheap server-side counters for the `http` bench: group-commit batches (from the store writer's
+//! debug event), server warnings, and PostgreSQL's per-database transaction count.
+
+use std::fmt::{Debug, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Level, Metadata, Subscriber};
+
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+static BATCHED_JOBS: AtomicU64 = AtomicU64::new(0);
+static WARNINGS: AtomicU64 = AtomicU64::new(0);
+/// Warnings and errors printed to stderr before the rest are only counted.
+const MAX_PRINTED: u64 = 20;
+
+/// Group-commit counters at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Commits {
+    /// Write transactions run by the store's writer task.
+    pub batches: u64,
+    /// Queued writes (changes, claims, purges) those transactions carried.
+    pub jobs: u64,
+}
+
+impl Commits {
+    pub fn now() -> Self {
+        Self {
+            batches: BATCHES.load(Ordering::Relaxed),
+            jobs: BATCHED_JOBS.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn since(self, earlier: Commits) -> Commits {
+        Commits {
+            batches: self.batches.saturating_sub(earlier.batches),
+            jobs: self.jobs.saturating_sub(earlier.jobs),
+        }
+    }
+}
+
+/// Server warnings and errors seen so far.
+pub fn warnings() -> u64 {
+    WARNINGS.load(Ordering::Relaxed)
+}
+
+/// A minimal subscriber: counts the store writer's `group commit` debug events and prints
+/// (a bounded number of) warnings and errors. Everything else is disabled, so it costs nothing.
+struct Probe;
+
+#[derive(Default)]
+struct Fields {
+    group_commit: bool,
+    batch: Option<u64>,
+    text: String,
+}
+
+impl Visit for Fields {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == "batch" {
+            self.batch = Some(value);
+        }
+        let _ = write!(self.text, " {}={value}", field.name());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == "batch" {
+            self.batch = u64::try_from(value).ok();
+        }
+        let _ = write!(self.text, " {}={value}", field.name());
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let _ = write!(self.text, " {}={value}", field.name());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        if field.name() == "message" {
+            let msg = format!("{value:?}");
+            self.group_commit = msg == "group commit";
+            let _ = write!(self.text, " {msg}");
+        } else {
+            let _ = write!(self.text, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl Subscriber for Probe {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        *meta.level() <= Level::WARN || (meta.is_event() && meta.target().starts_with("steward_store") && *meta.level() <= Level::DEBUG)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(LevelFilter::DEBUG)
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let meta = event.metadata();
+        let mut f = Fields::default();
+        event.record(&mut f);
+        if *meta.level() <= Level::WARN {
+            let n = WARNINGS.fetch_add(1, Ordering::Relaxed);
+            if n < MAX_PRINTED {
+                eprintln!("[server {}] {}:{}", meta.level(), meta.target(), f.text);
+            }
+        } else if f.group_commit {
+            BATCHES.fetch_add(1, Ordering::Relaxed);
+            BATCHED_JOBS.fetch_add(f.batch.unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+/// Installs the probe as the global subscriber. Returns false when another one was already set.
+pub fn install() -> bool {
+    tracing::subscriber::set_global_default(Probe).is_ok()
+}
+
+/// Reads PostgreSQL's cumulative transaction count (commits + rollbacks) of one database.
+/// Statistics are flushed by each backend at most once a second, so a delta taken while load
+/// runs is an estimate over a window shifted by up to a second — fine for a steady load.
+pub struct PgXacts {
+    conn: sqlx::PgConnection,
+    datname: String,
+}
+
+impl PgXacts {
+    pub fn new(conn: sqlx::PgConnection, datname: String) -> Self {
+        Self { conn, datname }
+    }
+
+    pub async fn read(&mut self) -> Option<i64> {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind(&self.datname)
+        .fetch_optional(&mut self.conn)
+        .await
+        .ok()
+        .flatten()
+    }
+
+    pub fn into_conn(self) -> sqlx::PgConnection {
+        self.conn
+    }
+}

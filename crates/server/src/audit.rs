@@ -1,0 +1,234 @@
+//! The tamper-evident audit log's read side: signed checkpoints, inclusion proofs, and verification.
+//! Appends happen in the store, inside the same transaction as the change they describe.
+
+use serde::Serialize;
+use steward_core::AuditRecord;
+use steward_crypto::merkle::{self, CompactTree, Hash};
+use steward_store::{CheckpointRecord, Change, Mutation, Store};
+
+use crate::error::ServiceError;
+use crate::state::Inner;
+
+impl Inner {
+    /// The newest checkpoint, signing a new one first when the log has grown since.
+    pub async fn checkpoint(&self) -> Result<CheckpointRecord, ServiceError> {
+        let head = self.store.audit_head().await?;
+        if let Some(cp) = self.store.latest_checkpoint().await? {
+            if cp.size == head.size {
+                return Ok(cp);
+            }
+        }
+        let leaves = self.store.audit_leaf_hashes(head.size).await?;
+        let size = leaves.len() as u64;
+        let root = merkle::root(&leaves);
+        let body = steward_crypto::note::checkpoint_body(&self.audit_origin, size, &root);
+        let note = self
+            .note_signer
+            .sign(&body)
+            .map_err(|e| ServiceError::Internal(format!("checkpoint signing failed: {e}")))?;
+        let cp = CheckpointRecord {
+            size,
+            root_hash: root,
+            note,
+            created_at: self.now(),
+        };
+        match self.store.commit(Change::new().with(Mutation::PutCheckpoint(cp.clone()))).await {
+            Ok(_) | Err(steward_store::StoreError::Conflict(_)) => Ok(cp),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn checkpoint_view(&self, cp: &CheckpointRecord) -> steward_proto::CheckpointView {
+        steward_proto::CheckpointView {
+            origin: self.audit_origin.clone(),
+            size: cp.size,
+            root_hash: steward_crypto::b64::std_encode(&cp.root_hash),
+            note: cp.note.clone(),
+            verifier_key: self.note_signer.verifier_key(),
+        }
+    }
+
+    /// RFC 6962 inclusion proof of record `seq` in the latest checkpoint.
+    pub async fn inclusion_proof(&self, seq: u64) -> Result<steward_proto::InclusionProofView, ServiceError> {
+        let cp = self.checkpoint().await?;
+        if seq == 0 || seq > cp.size {
+            return Err(ServiceError::not_found(format!("audit record {seq}")));
+        }
+        let leaves = self.store.audit_leaf_hashes(cp.size).await?;
+        let index = usize::try_from(seq - 1).map_err(|_| ServiceError::invalid("seq out of range"))?;
+        let proof = merkle::inclusion_proof(&leaves, index).ok_or_else(|| ServiceError::not_found(format!("audit record {seq}")))?;
+        let hex = steward_core::audit::hex32::encode;
+        Ok(steward_proto::InclusionProofView {
+            seq,
+            leaf_index: seq - 1,
+            tree_size: cp.size,
+            leaf_hash: hex(&leaves[index]),
+            proof: proof.iter().map(|h| hex(h)).collect(),
+            root_hash: steward_crypto::b64::std_encode(&cp.root_hash),
+            checkpoint: self.checkpoint_view(&cp),
+        })
+    }
+}
+
+/// The outcome of verifying a log.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub records: u64,
+    /// The first record that fails verification, when one can be named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_bad_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Size of the checkpoint checked against, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_size: Option<u64>,
+    /// Hex Merkle root of the whole log as recomputed.
+    pub root_hash: String,
+}
+
+/// Streaming verifier: feed records in stored order; it recomputes every leaf hash from the
+/// record's content, the hash chain, and the Merkle root at the checkpoint's size.
+pub struct Verifier {
+    next_seq: u64,
+    prev_chain: Hash,
+    tree: CompactTree,
+    checkpoint: Option<(u64, Hash)>,
+    root_at_checkpoint: Option<Hash>,
+    first_bad: Option<(u64, String)>,
+}
+
+impl Verifier {
+    /// `checkpoint`: `(size, root)` from a trusted, signature-checked checkpoint.
+    pub fn new(checkpoint: Option<(u64, Hash)>) -> Self {
+        Self {
+            next_seq: 1,
+            prev_chain: [0; 32],
+            tree: CompactTree::new(),
+            checkpoint,
+            root_at_checkpoint: None,
+            first_bad: None,
+        }
+    }
+
+    /// Checks one record. Returns false once a problem has been found (the rest can't be trusted).
+    pub fn push(&mut self, r: &AuditRecord) -> bool {
+        if self.first_bad.is_some() {
+            return false;
+        }
+        let expected = self.next_seq;
+        if r.seq != expected {
+            let why = if r.seq > expected {
+                format!("record {expected} is missing (deleted); the next stored record is {}", r.seq)
+            } else {
+                format!("record {} appears out of order after record {}", r.seq, expected - 1)
+            };
+            self.first_bad = Some((expected, why));
+            return false;
+        }
+        let leaf = merkle::leaf_hash(&r.event.canonical_bytes(r.seq));
+        if leaf != r.leaf_hash {
+            self.first_bad = Some((r.seq, format!("record {} was modified: its content does not match its hash", r.seq)));
+            return false;
+        }
+        let chain = merkle::chain_hash(&self.prev_chain, &leaf);
+        if chain != r.chain_hash {
+            self.first_bad = Some((r.seq, format!("hash chain broken at record {} (records reordered or rewritten)", r.seq)));
+            return false;
+        }
+        self.prev_chain = chain;
+        self.tree.push(leaf);
+        self.next_seq += 1;
+        if let Some((size, _)) = self.checkpoint {
+            if self.tree.size() == size {
+                self.root_at_checkpoint = Some(self.tree.root());
+            }
+        }
+        true
+    }
+
+    /// Final verdict. `head` is the store's own record of the log size and chain head, if available.
+    pub fn finish(mut self, head: Option<(u64, Hash)>) -> VerifyReport {
+        let records = self.tree.size();
+        if self.first_bad.is_none() {
+            if let Some((size, root)) = self.checkpoint {
+                if records < size {
+                    self.first_bad = Some((
+                        records + 1,
+                        format!("log truncated: the checkpoint commits to {size} records but only {records} remain"),
+                    ));
+                } else if self.root_at_checkpoint != Some(root) {
+                    self.first_bad = Some((
+                        0,
+                        format!("the first {size} records do not match the checkpoint's root hash (log rewritten)"),
+                    ));
+                }
+            }
+        }
+        if self.first_bad.is_none() {
+            if let Some((size, chain)) = head {
+                if size > records {
+                    self.first_bad = Some((
+                        records + 1,
+                        format!("log truncated: the log head records {size} entries but only {records} remain"),
+                    ));
+                } else if size == records && chain != self.prev_chain {
+                    self.first_bad = Some((records, "the log head does not match the last record's chain hash".into()));
+                }
+            }
+        }
+        let (first_bad_seq, problem) = match self.first_bad {
+            Some((0, p)) => (None, Some(p)),
+            Some((s, p)) => (Some(s), Some(p)),
+            None => (None, None),
+        };
+        VerifyReport {
+            ok: problem.is_none(),
+            records,
+            first_bad_seq,
+            problem,
+            checkpoint_size: self.checkpoint.map(|c| c.0),
+            root_hash: steward_core::audit::hex32::encode(&self.tree.root()),
+        }
+    }
+}
+
+/// Verifies the whole log held by `store`, optionally against a trusted checkpoint.
+pub async fn verify_store(store: &dyn Store, checkpoint: Option<(u64, Hash)>) -> Result<VerifyReport, ServiceError> {
+    let mut v = Verifier::new(checkpoint);
+    let mut from = 1u64;
+    loop {
+        let batch = store.audit_range(from, 5000).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut go_on = true;
+        for r in &batch {
+            if !v.push(r) {
+                go_on = false;
+                break;
+            }
+        }
+        if !go_on {
+            break;
+        }
+        from = batch.last().map(|r| r.seq + 1).unwrap_or(from);
+    }
+    let head = store.audit_head().await?;
+    Ok(v.finish(Some((head.size, head.chain_hash))))
+}
+
+/// Parses and checks an exported checkpoint (the JSON of `GET /v1/audit/checkpoint`, or a raw
+/// signed note plus a verifier key). Returns `(size, root)` once the signature is verified.
+pub fn trusted_checkpoint(json_or_note: &str, vkey: Option<&str>) -> Result<(u64, Hash), String> {
+    let (note, key) = match serde_json::from_str::<steward_proto::CheckpointView>(json_or_note) {
+        Ok(v) => (v.note, vkey.map(str::to_owned).unwrap_or(v.verifier_key)),
+        Err(_) => (
+            json_or_note.to_owned(),
+            vkey.ok_or("a raw signed note needs --verifier-key")?.to_owned(),
+        ),
+    };
+    let body = steward_crypto::note::verify_note(&note, &key).map_err(|e| format!("checkpoint signature: {e}"))?;
+    let (_, size, root) = steward_crypto::note::parse_checkpoint(&body).map_err(|e| format!("checkpoint body: {e}"))?;
+    Ok((size, root))
+}

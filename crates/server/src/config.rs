@@ -1,0 +1,116 @@
+//! Server configuration: every setting has a default here, a CLI flag, an env var and a config-file key.
+//! Plain data; validation of combinations happens in [`ServerConfig::validate`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use steward_core::RegistryPolicy;
+
+/// Everything `steward serve` needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Data directory: embedded SQLite database, master key, admin credentials file.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// `postgres://…` to use PostgreSQL instead of the embedded SQLite database.
+    pub database_url: Option<String>,
+    /// Public base URL (the `iss` of tokens). Defaults to `http://<listen>`.
+    pub issuer: Option<String>,
+    /// SPIFFE trust domain (without `spiffe://`).
+    pub trust_domain: String,
+    /// Token-signing algorithm for new keys: `EdDSA` (default) or `ES256`.
+    pub signing_alg: String,
+    /// Signing-key rotation period, in days.
+    pub key_rotation_days: u32,
+    /// Seconds between signed audit checkpoints.
+    pub checkpoint_interval_secs: u64,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Per-request timeout, in seconds.
+    pub request_timeout_secs: u64,
+    /// Failed authentications tolerated per client id or source address within the window.
+    pub auth_failure_limit: u32,
+    /// Failure-counting window and lock-out duration, in seconds.
+    pub auth_lockout_secs: u64,
+    /// When set, DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub dpop_require_nonce: bool,
+    /// Seconds a cached identity or credential may be served without re-reading the database
+    /// when other nodes may change it (PostgreSQL). 0 = only local invalidation (single node).
+    pub cache_ttl_secs: u64,
+    /// Contact recorded for the bootstrap owner.
+    pub admin_contact: String,
+    /// Limits for identities, credentials and tokens.
+    pub registry: RegistryPolicy,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("steward-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            database_url: None,
+            issuer: None,
+            trust_domain: "steward.local".into(),
+            signing_alg: "EdDSA".into(),
+            key_rotation_days: 30,
+            checkpoint_interval_secs: 300,
+            max_body_bytes: 64 * 1024,
+            request_timeout_secs: 30,
+            auth_failure_limit: 10,
+            auth_lockout_secs: 300,
+            dpop_require_nonce: false,
+            cache_ttl_secs: 0,
+            admin_contact: "#steward-operators".into(),
+            registry: RegistryPolicy::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The issuer URL without a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The database URL actually used: PostgreSQL when configured, else SQLite in the data dir.
+    pub fn store_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("steward.db").display()),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.trust_domain.is_empty()
+            || !self
+                .trust_domain
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        {
+            return Err("trust_domain must be lowercase letters, digits, '-', '.' or '_'".into());
+        }
+        if let Some(i) = &self.issuer {
+            let u = url::Url::parse(i).map_err(|e| format!("issuer is not a URL: {e}"))?;
+            if u.query().is_some() || u.fragment().is_some() {
+                return Err("issuer must not have a query or fragment (RFC 8414)".into());
+            }
+        }
+        if self.registry.environments.is_empty() {
+            return Err("at least one environment must be configured".into());
+        }
+        if !matches!(self.signing_alg.as_str(), "EdDSA" | "ES256") {
+            return Err("signing_alg must be EdDSA or ES256".into());
+        }
+        if self.key_rotation_days == 0 || self.registry.max_token_lifetime_secs == 0 {
+            return Err("key_rotation_days and max_token_lifetime_secs must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Background jobs: key-ring refresh and rotation, usage flushing, checkpoints, expiry purges,
+//! and readiness tracking. Every job tolerates store errors and retries on its next tick.
+
+use std::time::Duration;
+
+use steward_store::{Change, Mutation};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use crate::state::AppState;
+
+pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinHandle<()>> {
+    vec![
+        spawn_every(state.clone(), Duration::from_secs(1), |s| async move {
+            let due = s.now() >= s.ring().valid_until;
+            if due {
+                if let Err(e) = s.reload_ring().await {
+                    tracing::warn!(error = %e, "key ring reload failed");
+                }
+            }
+            let ok = s.store.ping().await.is_ok();
+            if ok != s.is_ready() {
+                tracing::warn!(ready = ok, "readiness changed");
+                s.set_ready(ok);
+            }
+        }),
+        spawn_every(state.clone(), Duration::from_secs(60), move |s| async move {
+            match crate::keys::ensure_schedule(s.store.as_ref(), &s.master, schedule, s.now()).await {
+                Ok(true) => {
+                    if let Err(e) = s.reload_ring().await {
+                        tracing::warn!(error = %e, "key ring reload failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "signing-key rotation check failed"),
+            }
+            if let Err(e) = s.store.purge_expired(s.now()).await {
+                tracing::warn!(error = %e, "purging expired one-time values failed");
+            }
+        }),
+        spawn_every(state.clone(), Duration::from_secs(5), |s| async move { flush_usage(&s).await }),
+        spawn_every(
+            state.clone(),
+            Duration::from_secs(state.config.checkpoint_interval_secs.max(1)),
+            |s| async move {
+                if let Err(e) = s.checkpoint().await {
+                    tracing::warn!(error = %e, "audit checkpoint failed");
+                }
+            },
+        ),
+    ]
+}
+
+/// Writes credential last-use times gathered on the token path, in one batch.
+pub async fn flush_usage(s: &AppState) {
+    let usage = s.take_usage();
+    if usage.is_empty() {
+        return;
+    }
+    let mut change = Change::new();
+    for (id, used_at) in &usage {
+        change = change.with(Mutation::TouchCredential { id: *id, used_at: *used_at });
+    }
+    if let Err(e) = s.store.commit(change).await {
+        tracing::warn!(error = %e, n = usage.len(), "could not record credential use; will retry");
+        for (id, at) in usage {
+            s.record_use(id, at);
+        }
+    }
+}
+
+fn spawn_every<F, Fut>(state: AppState, period: Duration, f: F) -> JoinHandle<()>
+where
+    F: Fn(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            f(state.clone()).await;
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! Steward's server: the service layer over core, store and crypto, and its HTTP adapter.
+//! [`start`] binds, bootstraps and serves; everything else is reachable through [`state::AppState`].
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod bootstrap;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod keys;
+pub mod ratelimit;
+pub mod service;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use steward_core::{Clock, SystemClock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use config::ServerConfig;
+use error::ServiceError;
+use state::{AppState, Inner};
+
+/// Options that are not configuration: injected clock and master key.
+#[derive(Default, Clone)]
+pub struct StartOptions {
+    /// Base64 master key (from `STEWARD_MASTER_KEY`); else `DATA_DIR/master.key`.
+    pub master_key: Option<String>,
+    /// Clock override for tests.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// A server that is up and serving.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Path of the admin credentials file, when this start created it.
+    pub admin_credentials: Option<PathBuf>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    serve: JoinHandle<std::io::Result<()>>,
+    jobs: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, finishes in-flight requests, flushes usage, and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.serve).await;
+        for j in &self.jobs {
+            j.abort();
+        }
+        jobs::flush_usage(&self.state).await;
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] steward_store::StoreError),
+    #[error("{0}")]
+    Bootstrap(#[from] ServiceError),
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => h,
+            // Another recorder is installed (embedding application): keep a private one.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        })
+        .clone()
+}
+
+/// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Binds, opens the store, bootstraps on first start, and starts serving in the background.
+pub async fn start(mut config: ServerConfig, opts: StartOptions) -> Result<RunningServer, StartError> {
+    install_crypto_provider();
+    config.validate().map_err(StartError::Config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+    config.listen = addr;
+    if config.database_url.is_none() || opts.master_key.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    }
+    let store = steward_store::open(&config.store_url()).await?;
+    let clock = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let master = bootstrap::load_master_key(&config, opts.master_key.as_deref())?;
+    let boot = bootstrap::bootstrap(&config, store.as_ref(), master, clock.now()).await?;
+    let schedule = keys::Schedule {
+        alg: steward_crypto::jws::SigningAlg::parse(&config.signing_alg).map_err(|e| StartError::Config(e.to_string()))?,
+        period: time::Duration::days(i64::from(config.key_rotation_days)),
+        overlap: time::Duration::seconds(i64::from(config.registry.max_token_lifetime_secs) + 120),
+    };
+    let ring = keys::load_ring(store.as_ref(), &boot.master, clock.now()).await?;
+    let issuer = config.issuer();
+    let ttl = Inner::cache_ttl(&config);
+    let inner = Inner {
+        token_endpoint: format!("{issuer}/oauth2/token"),
+        audit_origin: format!("steward/{}/audit", config.trust_domain),
+        issuer,
+        hasher: steward_crypto::secret_hash::SecretHasher::new(boot.master.derive("api-key-hmac")),
+        dpop_nonce_key: boot.master.derive("dpop-nonce"),
+        master: boot.master,
+        note_signer: boot.note_signer,
+        store,
+        clock,
+        ring: RwLock::new(Arc::new(ring)),
+        ring_reload: tokio::sync::Mutex::new(()),
+        identities: cache::TtlCache::new(100_000, ttl),
+        credentials: cache::TtlCache::new(100_000, ttl),
+        usage: Mutex::new(Default::default()),
+        limiter: ratelimit::FailureLimiter::new(config.auth_failure_limit, Duration::from_secs(config.auth_lockout_secs)),
+        metrics: metrics_handle(),
+        ready: AtomicBool::new(true),
+        bootstrap_admin: boot.admin_identity,
+        config,
+    };
+    let state = AppState(Arc::new(inner));
+    let jobs = jobs::spawn_all(&state, schedule);
+    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = state.store.backend(), issuer = %state.issuer, "steward is serving");
+    Ok(RunningServer {
+        addr,
+        state,
+        admin_credentials: boot.credentials_file,
+        shutdown: Some(tx),
+        serve,
+        jobs,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

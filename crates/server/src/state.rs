@@ -1,0 +1,141 @@
+//! Shared server state: configuration, store, clock, keys, caches, limiter and metrics.
+//! One `AppState` per process, cloned cheaply into every handler and background job.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use steward_core::{Clock, Credential, Identity};
+use steward_crypto::master::MasterKey;
+use steward_crypto::note::NoteSigner;
+use steward_crypto::secret_hash::SecretHasher;
+use steward_store::Store;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::cache::TtlCache;
+use crate::config::ServerConfig;
+use crate::error::ServiceError;
+use crate::keys::KeyRing;
+use crate::ratelimit::FailureLimiter;
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+pub struct Inner {
+    pub config: ServerConfig,
+    pub issuer: String,
+    pub token_endpoint: String,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub master: MasterKey,
+    pub hasher: SecretHasher,
+    pub dpop_nonce_key: [u8; 32],
+    pub ring: RwLock<Arc<KeyRing>>,
+    pub ring_reload: tokio::sync::Mutex<()>,
+    pub identities: TtlCache<Uuid, Identity>,
+    pub credentials: TtlCache<[u8; 32], Credential>,
+    /// Credential id → latest use, flushed to the store in batches off the token path.
+    pub usage: Mutex<HashMap<Uuid, OffsetDateTime>>,
+    pub limiter: FailureLimiter,
+    pub note_signer: NoteSigner,
+    pub audit_origin: String,
+    pub metrics: PrometheusHandle,
+    pub ready: AtomicBool,
+    pub bootstrap_admin: Option<Uuid>,
+}
+
+impl Inner {
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds the key ring from the store (after rotation, or on an unknown kid).
+    pub async fn reload_ring(&self) -> Result<(), ServiceError> {
+        let _guard = self.ring_reload.lock().await;
+        let ring = crate::keys::load_ring(self.store.as_ref(), &self.master, self.now()).await?;
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
+        Ok(())
+    }
+
+    pub async fn identity(&self, id: Uuid) -> Result<Option<Arc<Identity>>, ServiceError> {
+        if let Some(i) = self.identities.get(&id) {
+            return Ok(Some(i));
+        }
+        match self.store.get_identity(id).await? {
+            Some(i) => {
+                let i = Arc::new(i);
+                self.identities.insert(id, i.clone());
+                Ok(Some(i))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub async fn credential_by_hash(&self, hash: [u8; 32]) -> Result<Option<Arc<Credential>>, ServiceError> {
+        if let Some(c) = self.credentials.get(&hash) {
+            return Ok(Some(c));
+        }
+        match self.store.find_credential_by_hash(&hash).await? {
+            Some(c) => {
+                let c = Arc::new(c);
+                self.credentials.insert(hash, c.clone());
+                Ok(Some(c))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn invalidate_identity(&self, id: Uuid) {
+        self.identities.remove(&id);
+    }
+
+    pub fn invalidate_credential(&self, c: &Credential) {
+        if let Some(h) = c.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+            self.credentials.remove(&h);
+        }
+    }
+
+    /// Drops every cached credential (used after bulk revocations such as retire).
+    pub fn invalidate_all_credentials(&self) {
+        self.credentials.clear();
+    }
+
+    pub fn record_use(&self, credential: Uuid, at: OffsetDateTime) {
+        let mut u = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: the map holds one entry per credential used since the last flush.
+        if u.len() < 1_000_000 || u.contains_key(&credential) {
+            u.insert(credential, at);
+        }
+    }
+
+    pub fn take_usage(&self) -> HashMap<Uuid, OffsetDateTime> {
+        std::mem::take(&mut *self.usage.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, r: bool) {
+        self.ready.store(r, Ordering::Relaxed);
+    }
+
+    pub fn cache_ttl(config: &ServerConfig) -> Option<Duration> {
+        (config.cache_ttl_secs > 0).then(|| Duration::from_secs(config.cache_ttl_secs))
+    }
+}

@@ -1,0 +1,409 @@
+//! The [`Store`] implementation shared by both backends: reads run on a connection pool, every
+//! write goes through the group-commit [`Writer`]; only SQL text and drivers differ per backend.
+
+use async_trait::async_trait;
+use sqlx::Pool;
+use sqlx::pool::PoolConnection;
+use steward_core::{AuditRecord, Credential, Identity, IdentityStatus, Owner, to_micros};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::dialect::{
+    Arg, Dialect, SqlBuilder, Stmt, audit_columns, identity_columns, owner_columns,
+};
+use crate::ops::{self, Claim, db_error};
+use crate::rows::{self, Cols, owner_status_str};
+use crate::writer::Writer;
+use crate::{
+    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page, SigningKeyRecord, Store,
+    StoreError,
+};
+
+/// Page size when a query asks for none.
+const DEFAULT_PAGE: u32 = 100;
+/// Largest page a query may ask for.
+const MAX_PAGE: u32 = 1000;
+
+pub(crate) struct SqlStore<D: Dialect> {
+    /// Connections for reads and, unless the backend allows a single writer only, for
+    /// independent one-statement writes (one-time claims, purges).
+    pool: Pool<D::Db>,
+    writer: Writer,
+}
+
+impl<D: Dialect> SqlStore<D> {
+    pub(crate) fn new(pool: Pool<D::Db>, writer: Writer) -> Self {
+        Self { pool, writer }
+    }
+
+    async fn conn(&self) -> Result<PoolConnection<D::Db>, StoreError> {
+        self.pool.acquire().await.map_err(db_error::<D>)
+    }
+
+    async fn purge_step(&self, now_us: i64) -> Result<(u64, u64), StoreError> {
+        if D::SINGLE_WRITER {
+            self.writer.purge_step(now_us).await
+        } else {
+            ops::purge::<D>(&mut *self.conn().await?, now_us).await
+        }
+    }
+
+    async fn one<T>(
+        &self,
+        stmt: Stmt<'_>,
+        map: impl FnOnce(&crate::dialect::Row<D>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = D::fetch_optional(&mut conn, stmt).await.map_err(db_error::<D>)?;
+        row.as_ref().map(map).transpose()
+    }
+
+    async fn all<T>(
+        &self,
+        stmt: Stmt<'_>,
+        map: impl Fn(&crate::dialect::Row<D>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = D::fetch_all(&mut conn, stmt).await.map_err(db_error::<D>)?;
+        rows.iter().map(map).collect()
+    }
+}
+
+/// Clamps a requested page size to `1..=MAX_PAGE` (0 means the default).
+fn page_size(limit: u32) -> u32 {
+    match limit {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// Ends a listing query with the cursor order and a limit one past the page, then cuts the
+/// extra row off: it only tells whether another page follows.
+fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let size = size as usize;
+    let next = if items.len() > size {
+        items.truncate(size);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next }
+}
+
+/// A LIKE pattern matching `s` anywhere, with the wildcards in `s` escaped (escape char `\`).
+pub(crate) fn contains_pattern(s: &str) -> String {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// How an audit `action` filter matches.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ActionFilter<'a> {
+    Exact(&'a str),
+    /// Actions in `[from, to)`; `to` is `None` when no string bounds the prefix from above.
+    Prefix { from: &'a str, to: Option<String> },
+    Any,
+}
+
+/// `token.` and `token.*` match every action starting with `token.`; anything else matches exactly.
+pub(crate) fn action_filter(action: &str) -> ActionFilter<'_> {
+    let prefix = if let Some(p) = action.strip_suffix('*') {
+        p
+    } else if action.ends_with('.') {
+        action
+    } else {
+        return ActionFilter::Exact(action);
+    };
+    if prefix.is_empty() {
+        return ActionFilter::Any;
+    }
+    ActionFilter::Prefix { from: prefix, to: prefix_successor(prefix) }
+}
+
+/// The least string greater than every string starting with `prefix` (in code point order, which
+/// is byte order for UTF-8), or `None` if there is none.
+fn prefix_successor(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = u32::from(last) + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl<D: Dialect> Store for SqlStore<D> {
+    fn backend(&self) -> &'static str {
+        D::NAME
+    }
+
+    async fn commit(&self, change: Change) -> Result<Vec<u64>, StoreError> {
+        self.writer.commit(change).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        D::fetch_optional(&mut conn, Stmt::new(D::SQL.ping)).await.map_err(db_error::<D>)?;
+        Ok(())
+    }
+
+    async fn get_owner(&self, id: Uuid) -> Result<Option<Owner>, StoreError> {
+        self.one(Stmt::new(D::SQL.get_owner).uuid(id), rows::owner::<D>).await
+    }
+
+    async fn list_owners(&self, q: &OwnerQuery) -> Result<Page<Owner>, StoreError> {
+        let size = page_size(q.limit);
+        let mut b = SqlBuilder::<D>::new(concat!("SELECT ", owner_columns!(), " FROM owners WHERE 1 = 1"));
+        if let Some(status) = q.status {
+            b.sql(" AND status = ").arg(Arg::text(owner_status_str(status)));
+        }
+        if let Some(search) = &q.search {
+            b.sql(" AND name ").sql(D::ILIKE).sql(" ").arg(Arg::owned(contains_pattern(search))).sql(" ESCAPE '\\'");
+        }
+        if let Some(after) = q.after {
+            b.sql(" AND id > ").arg(Arg::uuid(after));
+        }
+        b.sql(" ORDER BY id LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        let items = self.all(b.build(), rows::owner::<D>).await?;
+        Ok(finish_page(items, size, |o| o.id.to_string()))
+    }
+
+    async fn get_identity(&self, id: Uuid) -> Result<Option<Identity>, StoreError> {
+        self.one(Stmt::new(D::SQL.get_identity).uuid(id), rows::identity::<D>).await
+    }
+
+    async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, StoreError> {
+        let size = page_size(q.limit);
+        let now = to_micros(q.now);
+        let mut b =
+            SqlBuilder::<D>::new(concat!("SELECT ", identity_columns!(), " FROM identities WHERE 1 = 1"));
+        if let Some(owner) = q.owner_id {
+            b.sql(" AND owner_id = ").arg(Arg::uuid(owner));
+        }
+        if let Some(env) = &q.environment {
+            b.sql(" AND environment = ").arg(Arg::text(env));
+        }
+        if let Some(kind) = q.kind {
+            b.sql(" AND kind = ").arg(Arg::text(kind.as_str()));
+        }
+        if let Some(name) = &q.name {
+            b.sql(" AND name = ").arg(Arg::text(name));
+        }
+        if let Some(vendor) = &q.vendor {
+            b.sql(" AND vendor = ").arg(Arg::text(vendor));
+        }
+        match q.status {
+            None => {}
+            Some(IdentityStatus::Expired) => {
+                b.sql(" AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ")
+                    .arg(Arg::int(now));
+            }
+            Some(IdentityStatus::Retired) => {
+                b.sql(" AND status = ").arg(Arg::text(IdentityStatus::Retired.as_str()));
+            }
+            Some(live) => {
+                b.sql(" AND status = ").arg(Arg::text(live.as_str())).sql(" AND expires_at > ").arg(Arg::int(now));
+            }
+        }
+        if let Some(search) = &q.search {
+            let pattern = contains_pattern(search);
+            b.sql(" AND (name ")
+                .sql(D::ILIKE)
+                .sql(" ")
+                .arg(Arg::owned(pattern.clone()))
+                .sql(" ESCAPE '\\' OR purpose ")
+                .sql(D::ILIKE)
+                .sql(" ")
+                .arg(Arg::owned(pattern))
+                .sql(" ESCAPE '\\')");
+        }
+        if let Some(after) = q.after {
+            b.sql(" AND id > ").arg(Arg::uuid(after));
+        }
+        b.sql(" ORDER BY id LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        let items = self.all(b.build(), rows::identity::<D>).await?;
+        Ok(finish_page(items, size, |i| i.id.to_string()))
+    }
+
+    async fn count_identities(&self) -> Result<u64, StoreError> {
+        let n = self
+            .one(Stmt::new(D::SQL.count_identities), |row| Cols::<D>::new(row, "identities").unsigned("n"))
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn get_credential(&self, id: Uuid) -> Result<Option<Credential>, StoreError> {
+        self.one(Stmt::new(D::SQL.get_credential).uuid(id), rows::credential::<D>).await
+    }
+
+    async fn find_credential_by_hash(&self, secret_hash: &[u8]) -> Result<Option<Credential>, StoreError> {
+        self.one(Stmt::new(D::SQL.credential_by_hash).bytes(secret_hash), rows::credential::<D>).await
+    }
+
+    async fn list_credentials(&self, identity_id: Uuid) -> Result<Vec<Credential>, StoreError> {
+        self.all(Stmt::new(D::SQL.credentials_of_identity).uuid(identity_id), rows::credential::<D>).await
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        Ok(self.one(Stmt::new(D::SQL.token_revoked).text(jti), |_| Ok(())).await?.is_some())
+    }
+
+    async fn claim_once(&self, namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+        let claim = Claim::new(namespace, value, expires_at)?;
+        if D::SINGLE_WRITER {
+            self.writer.claim(claim).await
+        } else {
+            // One autocommit statement: it holds a single row lock, so it can neither deadlock
+            // with nor hold up the group commit.
+            ops::claim::<D>(&mut *self.conn().await?, &claim).await
+        }
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let now_us = to_micros(now);
+        let mut total = 0;
+        loop {
+            let (once, tokens) = self.purge_step(now_us).await?;
+            total += once + tokens;
+            if once < ops::PURGE_STEP && tokens < ops::PURGE_STEP {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        self.all(Stmt::new(D::SQL.list_signing_keys), rows::signing_key::<D>).await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.one(Stmt::new(D::SQL.get_setting).text(key), |row| Cols::<D>::new(row, "settings").text("value"))
+            .await
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        let mut conn = self.conn().await?;
+        ops::read_head::<D>(&mut conn, false).await
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
+        let size = page_size(q.limit);
+        let mut b = SqlBuilder::<D>::new(concat!("SELECT ", audit_columns!(), " FROM audit WHERE 1 = 1"));
+        if let Some(id) = q.identity_id {
+            b.sql(" AND identity_id = ").arg(Arg::uuid(id));
+        }
+        match q.action.as_deref().map(action_filter) {
+            None | Some(ActionFilter::Any) => {}
+            Some(ActionFilter::Exact(a)) => {
+                b.sql(" AND action = ").arg(Arg::text(a));
+            }
+            Some(ActionFilter::Prefix { from, to }) => {
+                b.sql(" AND action >= ").arg(Arg::text(from));
+                if let Some(to) = to {
+                    b.sql(" AND action < ").arg(Arg::owned(to));
+                }
+            }
+        }
+        if let Some(outcome) = q.outcome {
+            b.sql(" AND outcome = ").arg(Arg::text(outcome.as_str()));
+        }
+        if let Some(actor) = &q.actor {
+            b.sql(" AND actor = ").arg(Arg::text(actor));
+        }
+        if let Some(since) = q.since {
+            b.sql(" AND time_us >= ").arg(Arg::int(to_micros(since)));
+        }
+        if let Some(until) = q.until {
+            b.sql(" AND time_us < ").arg(Arg::int(to_micros(until)));
+        }
+        if let Some(after) = q.after_seq {
+            b.sql(" AND seq > ").arg(Arg::int(saturating_i64(after)));
+        }
+        b.sql(" ORDER BY seq LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        let items = self.all(b.build(), rows::audit_record::<D>).await?;
+        Ok(finish_page(items, size, |r| r.seq.to_string()))
+    }
+
+    async fn audit_range(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stmt = Stmt::new(D::SQL.audit_range).int(saturating_i64(from_seq)).int(i64::from(limit));
+        self.all(stmt, rows::audit_record::<D>).await
+    }
+
+    async fn audit_leaf_hashes(&self, upto: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let stmt = Stmt::new(D::SQL.audit_leaf_hashes).int(saturating_i64(upto));
+        let rows = self
+            .all(stmt, |row| {
+                let c = Cols::<D>::new(row, "audit");
+                Ok((c.unsigned("seq")?, c.hash("leaf_hash")?))
+            })
+            .await?;
+        rows.into_iter()
+            .enumerate()
+            .map(|(i, (seq, leaf))| {
+                if seq == i as u64 + 1 {
+                    Ok(leaf)
+                } else {
+                    Err(StoreError::Corrupt(format!("audit: record {} is missing", i + 1)))
+                }
+            })
+            .collect()
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.one(Stmt::new(D::SQL.latest_checkpoint), rows::checkpoint::<D>).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("a%b_c\\d"), "%a\\%b\\_c\\\\d%");
+        assert_eq!(contains_pattern(""), "%%");
+    }
+
+    #[test]
+    fn action_filters() {
+        assert_eq!(action_filter("token.issue"), ActionFilter::Exact("token.issue"));
+        assert_eq!(action_filter("token."), ActionFilter::Prefix { from: "token.", to: Some("token/".into()) });
+        assert_eq!(action_filter("token.*"), ActionFilter::Prefix { from: "token.", to: Some("token/".into()) });
+        assert_eq!(action_filter("tok*"), ActionFilter::Prefix { from: "tok", to: Some("tol".into()) });
+        assert_eq!(action_filter("*"), ActionFilter::Any);
+        assert_eq!(prefix_successor("a\u{10FFFF}"), Some("b".into()));
+        assert_eq!(prefix_successor("\u{10FFFF}"), None);
+        assert_eq!(prefix_successor("a\u{D7FF}"), Some("a\u{E000}".into()));
+    }
+
+    #[test]
+    fn pages() {
+        assert_eq!(page_size(0), 100);
+        assert_eq!(page_size(5000), 1000);
+        assert_eq!(page_size(7), 7);
+        let p = finish_page(vec![1, 2, 3], 2, |n| n.to_string());
+        assert_eq!((p.items, p.next), (vec![1, 2], Some("2".into())));
+        let p = finish_page(vec![1, 2], 2, |n| n.to_string());
+        assert_eq!((p.items, p.next), (vec![1, 2], None));
+    }
+}

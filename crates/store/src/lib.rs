@@ -1,0 +1,180 @@
+//! The storage boundary: one [`Store`] trait, with SQLite (embedded default) and PostgreSQL backends.
+//! Every write goes through [`Store::commit`], which applies mutations and appends audit records atomically.
+#![forbid(unsafe_code)]
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use steward_core::{AuditRecord, Credential, Identity, IdentityKind, IdentityStatus, Outcome, Owner, OwnerStatus};
+use thiserror::Error;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+mod dialect;
+mod engine;
+mod migrate;
+mod ops;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+mod types;
+mod writer;
+
+pub use types::*;
+
+/// Opens the store named by `url`: `sqlite://PATH` or `sqlite:PATH` (a file, created if missing),
+/// or `postgres://…` / `postgresql://…`. Applies migrations and starts the store's writer task,
+/// so it must be called inside a Tokio runtime.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::open(url).await;
+    }
+    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return Err(StoreError::Backend(format!(
+            "unsupported storage URL scheme in {:?}: expected sqlite://PATH or postgres://…",
+            url.split_once(':').map_or(url, |(scheme, _)| scheme)
+        )));
+    };
+    if path.is_empty() || path.starts_with(':') || path.contains('?') {
+        return Err(StoreError::Backend(
+            "a sqlite URL must name a database file (sqlite://PATH); in-memory databases and URL parameters are not supported"
+                .into(),
+        ));
+    }
+    sqlite::open(path).await
+}
+
+/// Storage failures, typed so the HTTP edge can map each to one status code.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// A uniqueness rule was violated (409). The message names what clashed, never a secret.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// An optimistic-concurrency check failed: the row changed since it was read (409).
+    #[error("stale write: {0} was changed concurrently; retry")]
+    Stale(String),
+    /// The row to update does not exist (404).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The database cannot be reached or is read-only right now (503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what Steward wrote (foreign or corrupted database).
+    #[error("storage corrupt: {0}")]
+    Corrupt(String),
+    /// Any other backend error.
+    #[error("storage error: {0}")]
+    Backend(String),
+}
+
+/// A cursor-paginated result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more items may follow; pass it back as the query's `after`.
+    pub next: Option<String>,
+}
+
+/// The persistence port. Implementations must be safe to share between tasks (and, for
+/// PostgreSQL, between processes on several nodes).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Applies `change.mutations` and appends `change.audit` in ONE transaction: all or nothing.
+    /// Returns the sequence numbers assigned to the audit events, in order. Implementations
+    /// group concurrent commits into one database transaction (group commit) with a savepoint
+    /// per change, so one failing change never affects another.
+    async fn commit(&self, change: Change) -> Result<Vec<u64>, StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // ---- owners ----
+    async fn get_owner(&self, id: Uuid) -> Result<Option<Owner>, StoreError>;
+    async fn list_owners(&self, q: &OwnerQuery) -> Result<Page<Owner>, StoreError>;
+
+    // ---- identities ----
+    async fn get_identity(&self, id: Uuid) -> Result<Option<Identity>, StoreError>;
+    async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, StoreError>;
+    async fn count_identities(&self) -> Result<u64, StoreError>;
+
+    // ---- credentials ----
+    async fn get_credential(&self, id: Uuid) -> Result<Option<Credential>, StoreError>;
+    /// Looks up an API-key credential by the keyed hash of its secret.
+    async fn find_credential_by_hash(&self, secret_hash: &[u8]) -> Result<Option<Credential>, StoreError>;
+    /// All credentials of an identity (any state), oldest first.
+    async fn list_credentials(&self, identity_id: Uuid) -> Result<Vec<Credential>, StoreError>;
+
+    // ---- tokens and one-time values ----
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Remembers `value` in `namespace` until `expires_at`. Returns `false` when it was already
+    /// remembered and unexpired (a replay). Atomic across processes.
+    async fn claim_once(&self, namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+    /// Deletes one-time values and revoked-token entries that have expired. Returns rows removed.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    // ---- keys and settings ----
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
+
+    // ---- audit ----
+    /// Number of records and the chain hash of the last one (zeros when empty).
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord>, StoreError>;
+    /// Records with `seq >= from_seq` in seq order, at most `limit`, exactly as stored
+    /// (stored hashes included, not recomputed): the input of offline verification.
+    async fn audit_range(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Stored leaf hashes of records `1..=upto`, in seq order (for Merkle roots and proofs).
+    async fn audit_leaf_hashes(&self, upto: u64) -> Result<Vec<[u8; 32]>, StoreError>;
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.backend())
+    }
+}
+
+/// Queries over owners.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OwnerQuery {
+    pub status: Option<OwnerStatus>,
+    /// Case-insensitive substring of the name.
+    pub search: Option<String>,
+    /// Cursor: return owners with id greater than this.
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// Queries over identities. `status = Some(Expired)` means "stored as live but past expires_at at `now`";
+/// `Some(Active)` etc. exclude expired ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityQuery {
+    pub owner_id: Option<Uuid>,
+    pub environment: Option<String>,
+    pub kind: Option<IdentityKind>,
+    pub status: Option<IdentityStatus>,
+    pub name: Option<String>,
+    /// Case-insensitive substring of the name or purpose.
+    pub search: Option<String>,
+    pub vendor: Option<String>,
+    /// Cursor: return identities with id greater than this (ids are UUIDv7, so this is creation order).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+    pub now: OffsetDateTime,
+}
+
+/// Queries over the audit log, in seq order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub identity_id: Option<Uuid>,
+    /// Exact action, or a prefix when it ends with `.` or `*` (e.g. `token.`).
+    pub action: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub actor: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Cursor: records with seq greater than this.
+    pub after_seq: Option<u64>,
+    pub limit: u32,
+}

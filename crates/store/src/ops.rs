@@ -1,0 +1,423 @@
+//! Write operations run inside the writer's transaction (mutations, one-time claims, purges, audit
+//! appends) and the mapping of backend errors to `StoreError`, written once for both backends.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use steward_core::{AuditEvent, Credential, Identity, Owner};
+use time::OffsetDateTime;
+
+use crate::dialect::{AUDIT_COLUMN_COUNT, Arg, Conn, Dialect, Failure, Stmt, UniqueRule};
+use crate::rows::{Cols, owner_kind_str, owner_status_str, to_json};
+use crate::{AuditHead, Mutation, StoreError};
+
+/// Maps an error from the database driver to a `StoreError`, without write context.
+pub(crate) fn db_error<D: Dialect>(e: sqlx::Error) -> StoreError {
+    match classify::<D>(&e) {
+        Failure::Unique(_) => StoreError::Conflict("a uniqueness rule was violated".into()),
+        Failure::ForeignKey => StoreError::Conflict("a referenced row does not exist".into()),
+        Failure::Contention => StoreError::Stale("a row touched by this write".into()),
+        Failure::Unavailable(m) => StoreError::Unavailable(m),
+        Failure::Corrupt(m) => StoreError::Corrupt(m),
+        Failure::Other(m) => StoreError::Backend(m),
+    }
+}
+
+fn classify<D: Dialect>(e: &sqlx::Error) -> Failure {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => D::classify(db.as_ref()),
+        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
+            Failure::Unavailable(format!("{} connection failed: {e}", D::NAME))
+        }
+        E::ColumnDecode { .. } | E::Decode(_) | E::ColumnNotFound(_) | E::ColumnIndexOutOfBounds { .. } => {
+            Failure::Corrupt(e.to_string())
+        }
+        _ => Failure::Other(e.to_string()),
+    }
+}
+
+/// Maps the error of a write whose uniqueness and reference rules are known to the caller, so
+/// the message can say what clashed.
+fn write_error<D: Dialect>(
+    e: sqlx::Error,
+    on_unique: impl FnOnce(UniqueRule) -> String,
+    on_missing_ref: impl FnOnce() -> String,
+) -> StoreError {
+    match classify::<D>(&e) {
+        Failure::Unique(rule) => StoreError::Conflict(on_unique(rule)),
+        Failure::ForeignKey => StoreError::NotFound(on_missing_ref()),
+        _ => db_error::<D>(e),
+    }
+}
+
+/// After an optimistic update matched no row: was the row changed, or is it missing?
+async fn stale_or_missing<D: Dialect>(
+    conn: &mut Conn<D>,
+    version_sql: &'static str,
+    id: uuid::Uuid,
+    what: &str,
+) -> StoreError {
+    match D::fetch_optional(conn, Stmt::new(version_sql).uuid(id)).await {
+        Ok(Some(_)) => StoreError::Stale(format!("{what} {id}")),
+        Ok(None) => StoreError::NotFound(format!("{what} {id}")),
+        Err(e) => db_error::<D>(e),
+    }
+}
+
+fn owner_fields<'a>(s: Stmt<'a>, o: &'a Owner) -> Stmt<'a> {
+    s.text(&o.name)
+        .text(owner_kind_str(o.kind))
+        .text(&o.contact)
+        .text(owner_status_str(o.status))
+        .time(o.created_at)
+        .opt_time(o.departed_at)
+        .int(o.version)
+}
+
+fn identity_fields<'a>(s: Stmt<'a>, i: &'a Identity) -> Result<Stmt<'a>, StoreError> {
+    if i.status == steward_core::IdentityStatus::Expired {
+        return Err(StoreError::Backend(format!(
+            "identity {}: `expired` is derived from expires_at and cannot be stored",
+            i.id
+        )));
+    }
+    Ok(s.text(&i.name)
+        .text(i.kind.as_str())
+        .uuid(i.owner_id)
+        .text(&i.purpose)
+        .text(&i.environment)
+        .time(i.expires_at)
+        .owned_text(to_json("scopes", &i.scopes)?)
+        .owned_text(to_json("default_scopes", &i.default_scopes)?)
+        .owned_text(to_json("audiences", &i.audiences)?)
+        .owned_text(to_json("labels", &i.labels)?)
+        .opt_text(i.vendor.as_deref())
+        .text(i.status.as_str())
+        .opt_text(i.status_reason.as_deref())
+        .opt_int(i.token_lifetime_secs.map(i64::from))
+        .flag(i.require_dpop)
+        .opt_time(i.tokens_revoked_before)
+        .text(&i.created_by)
+        .opt_text(i.approved_by.as_deref())
+        .opt_time(i.approved_at)
+        .time(i.created_at)
+        .time(i.updated_at)
+        .int(i.version))
+}
+
+fn credential_fields<'a>(s: Stmt<'a>, c: &'a Credential) -> Result<Stmt<'a>, StoreError> {
+    let jwk = c.jwk.as_ref().map(|j| to_json("jwk", j)).transpose()?;
+    Ok(s.uuid(c.identity_id)
+        .text(c.kind.as_str())
+        .opt_bytes(c.secret_hash.as_deref())
+        .arg(Arg::Text(jwk.map(Into::into)))
+        .text(&c.fingerprint)
+        .time(c.created_at)
+        .time(c.expires_at)
+        .opt_time(c.last_used_at)
+        .opt_time(c.revoked_at)
+        .opt_text(c.revoke_reason.as_deref())
+        .opt_uuid(c.rotated_from)
+        .text(&c.created_by)
+        .int(c.version))
+}
+
+fn identity_conflict(i: &Identity, rule: UniqueRule) -> String {
+    match rule {
+        UniqueRule::IdentityName => format!(
+            "an identity named {:?} already exists in environment {:?}",
+            i.name, i.environment
+        ),
+        _ => format!("an identity with id {} already exists", i.id),
+    }
+}
+
+fn owner_conflict(o: &Owner, rule: UniqueRule) -> String {
+    match rule {
+        UniqueRule::OwnerName => format!("an owner named {:?} already exists", o.name),
+        _ => format!("an owner with id {} already exists", o.id),
+    }
+}
+
+fn credential_conflict(c: &Credential, rule: UniqueRule) -> String {
+    match rule {
+        UniqueRule::CredentialSecret => "a credential with the same secret already exists".into(),
+        _ => format!("a credential with id {} already exists", c.id),
+    }
+}
+
+/// Applies one mutation (see the variants' documentation for their semantics).
+pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
+    let sql = D::SQL;
+    match m {
+        Mutation::InsertOwner(o) => {
+            let stmt = owner_fields(Stmt::new(sql.insert_owner).uuid(o.id), o);
+            D::exec(conn, stmt)
+                .await
+                .map_err(|e| write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id)))?;
+        }
+        Mutation::UpdateOwner { owner: o, expected_version } => {
+            let stmt = owner_fields(Stmt::new(sql.update_owner), o).uuid(o.id).int(*expected_version);
+            let n = D::exec(conn, stmt)
+                .await
+                .map_err(|e| write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id)))?;
+            if n == 0 {
+                return Err(stale_or_missing::<D>(conn, sql.owner_version, o.id, "owner").await);
+            }
+        }
+        Mutation::InsertIdentity(i) => {
+            let stmt = identity_fields(Stmt::new(sql.insert_identity).uuid(i.id), i)?;
+            D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| identity_conflict(i, r), || format!("owner {}", i.owner_id))
+            })?;
+        }
+        Mutation::UpdateIdentity { identity: i, expected_version } => {
+            let stmt = identity_fields(Stmt::new(sql.update_identity), i)?.uuid(i.id).int(*expected_version);
+            let n = D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| identity_conflict(i, r), || format!("owner {}", i.owner_id))
+            })?;
+            if n == 0 {
+                return Err(stale_or_missing::<D>(conn, sql.identity_version, i.id, "identity").await);
+            }
+        }
+        Mutation::InsertCredential(c) => {
+            let stmt = credential_fields(Stmt::new(sql.insert_credential).uuid(c.id), c)?;
+            D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| credential_conflict(c, r), || format!("identity {}", c.identity_id))
+            })?;
+        }
+        Mutation::UpdateCredential { credential: c, expected_version } => {
+            let stmt = credential_fields(Stmt::new(sql.update_credential), c)?.uuid(c.id).int(*expected_version);
+            let n = D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| credential_conflict(c, r), || format!("identity {}", c.identity_id))
+            })?;
+            if n == 0 {
+                return Err(stale_or_missing::<D>(conn, sql.credential_version, c.id, "credential").await);
+            }
+        }
+        Mutation::RevokeIdentityCredentials { identity_id, at, reason } => {
+            let stmt = Stmt::new(sql.revoke_identity_credentials).time(*at).text(reason).uuid(*identity_id).time(*at);
+            D::exec(conn, stmt).await.map_err(db_error::<D>)?;
+        }
+        Mutation::TouchCredential { id, used_at } => {
+            let stmt = Stmt::new(sql.touch_credential).time(*used_at).uuid(*id).time(*used_at);
+            D::exec(conn, stmt).await.map_err(db_error::<D>)?;
+        }
+        Mutation::RevokeToken { jti, identity_id, expires_at } => {
+            let stmt = Stmt::new(sql.revoke_token).text(jti).opt_uuid(*identity_id).time(*expires_at);
+            D::exec(conn, stmt).await.map_err(db_error::<D>)?;
+        }
+        Mutation::InsertSigningKey(k) => {
+            let stmt = Stmt::new(sql.insert_signing_key)
+                .text(&k.kid)
+                .text(&k.alg)
+                .bytes(&k.sealed_private_key)
+                .owned_text(to_json("public_jwk", &k.public_jwk)?)
+                .time(k.created_at)
+                .time(k.activates_at)
+                .time(k.deactivates_at)
+                .time(k.publish_until);
+            D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(
+                    e,
+                    |_| format!("a signing key with kid {:?} already exists", k.kid),
+                    || format!("signing key {:?}", k.kid),
+                )
+            })?;
+        }
+        Mutation::UpdateSigningKey(k) => {
+            let stmt = Stmt::new(sql.update_signing_key)
+                .time(k.activates_at)
+                .time(k.deactivates_at)
+                .time(k.publish_until)
+                .text(&k.kid);
+            if D::exec(conn, stmt).await.map_err(db_error::<D>)? == 0 {
+                return Err(StoreError::NotFound(format!("signing key {:?}", k.kid)));
+            }
+        }
+        Mutation::PutSetting { key, value } => {
+            D::exec(conn, Stmt::new(sql.put_setting).text(key).text(value)).await.map_err(db_error::<D>)?;
+        }
+        Mutation::InsertSetting { key, value } => {
+            D::exec(conn, Stmt::new(sql.insert_setting).text(key).text(value)).await.map_err(|e| {
+                write_error::<D>(
+                    e,
+                    |_| format!("a setting named {key:?} already exists"),
+                    || format!("setting {key:?}"),
+                )
+            })?;
+        }
+        Mutation::PutCheckpoint(c) => {
+            let stmt = Stmt::new(sql.put_checkpoint)
+                .int(to_i64(c.size, "checkpoint size")?)
+                .bytes(&c.root_hash)
+                .text(&c.note)
+                .time(c.created_at);
+            D::exec(conn, stmt).await.map_err(db_error::<D>)?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("{what} {v} is out of range")))
+}
+
+/// Rejects text the databases cannot hold (PostgreSQL refuses NUL characters in TEXT).
+pub(crate) fn check_text(field: &str, v: &str) -> Result<(), StoreError> {
+    if v.contains('\0') {
+        return Err(StoreError::Backend(format!("{field} contains a NUL character, which cannot be stored")));
+    }
+    Ok(())
+}
+
+/// A request to remember a one-time value.
+#[derive(Debug, Clone)]
+pub(crate) struct Claim {
+    namespace: String,
+    /// SHA-256 of the value: keys have a fixed size whatever the caller passes.
+    value_hash: [u8; 32],
+    expires_us: i64,
+    now_us: i64,
+}
+
+impl Claim {
+    pub(crate) fn new(namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<Self, StoreError> {
+        check_text("one-time value namespace", namespace)?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            value_hash: Sha256::digest(value.as_bytes()).into(),
+            expires_us: steward_core::to_micros(expires_at),
+            now_us: steward_core::to_micros(OffsetDateTime::now_utc()),
+        })
+    }
+}
+
+/// Remembers a one-time value unless an unexpired entry exists. Atomic across processes: the
+/// primary key arbitrates, and an expired entry is taken over in the same statement.
+pub(crate) async fn claim<D: Dialect>(conn: &mut Conn<D>, c: &Claim) -> Result<bool, StoreError> {
+    let stmt = Stmt::new(D::SQL.claim_once)
+        .text(&c.namespace)
+        .bytes(&c.value_hash)
+        .int(c.expires_us)
+        .int(c.now_us);
+    Ok(D::exec(conn, stmt).await.map_err(db_error::<D>)? == 1)
+}
+
+/// Rows removed per table by one purge step, so that a purge never holds locks for long.
+pub(crate) const PURGE_STEP: u64 = 5_000;
+
+/// Deletes up to [`PURGE_STEP`] expired one-time values and as many expired revoked-token entries.
+pub(crate) async fn purge<D: Dialect>(conn: &mut Conn<D>, now_us: i64) -> Result<(u64, u64), StoreError> {
+    let step = PURGE_STEP as i64;
+    let once = D::exec(conn, Stmt::new(D::SQL.purge_once_values).int(now_us).int(step))
+        .await
+        .map_err(db_error::<D>)?;
+    let tokens = D::exec(conn, Stmt::new(D::SQL.purge_revoked_tokens).int(now_us).int(step))
+        .await
+        .map_err(db_error::<D>)?;
+    Ok((once, tokens))
+}
+
+/// Reads the audit head; with `lock`, also locks it until the transaction ends.
+pub(crate) async fn read_head<D: Dialect>(conn: &mut Conn<D>, lock: bool) -> Result<AuditHead, StoreError> {
+    let sql = if lock { D::SQL.lock_head } else { D::SQL.read_head };
+    let row = D::fetch_optional(conn, Stmt::new(sql))
+        .await
+        .map_err(db_error::<D>)?
+        .ok_or_else(|| StoreError::Corrupt("audit_head: the head row is missing".into()))?;
+    let c = Cols::<D>::new(&row, "audit_head");
+    Ok(AuditHead { size: c.unsigned("size")?, chain_hash: c.hash("chain_hash")? })
+}
+
+pub(crate) async fn store_head<D: Dialect>(conn: &mut Conn<D>, head: &AuditHead) -> Result<(), StoreError> {
+    let stmt = Stmt::new(D::SQL.store_head).int(to_i64(head.size, "audit size")?).bytes(&head.chain_hash);
+    match D::exec(conn, stmt).await.map_err(db_error::<D>)? {
+        1 => Ok(()),
+        _ => Err(StoreError::Corrupt("audit_head: the head row is missing".into())),
+    }
+}
+
+/// One audit record ready to be written.
+pub(crate) struct AuditRow<'a> {
+    pub(crate) seq: i64,
+    pub(crate) event: &'a AuditEvent,
+    pub(crate) details: String,
+    pub(crate) leaf_hash: [u8; 32],
+    pub(crate) chain_hash: [u8; 32],
+}
+
+/// Row counts of the prepared multi-row audit inserts. A batch of n rows is written as a greedy
+/// sum of these, so only a handful of statement shapes exist and all stay in the statement cache.
+const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+/// SQLite allows 32766 bind parameters per statement, PostgreSQL 65535.
+const _: () = assert!(AUDIT_CHUNKS[0] * AUDIT_COLUMN_COUNT <= 32766);
+
+/// The multi-row audit insert statements of one dialect, built once per writer.
+pub(crate) struct AuditInserts {
+    by_chunk: Vec<(usize, Arc<str>)>,
+}
+
+impl AuditInserts {
+    pub(crate) fn new<D: Dialect>() -> Self {
+        let by_chunk = AUDIT_CHUNKS
+            .iter()
+            .map(|&rows| {
+                let mut sql = String::from(concat!("INSERT INTO audit (", crate::dialect::audit_columns!(), ") VALUES "));
+                let mut n = 0;
+                for r in 0..rows {
+                    sql.push_str(if r == 0 { "(" } else { ", (" });
+                    for c in 0..AUDIT_COLUMN_COUNT {
+                        if c > 0 {
+                            sql.push_str(", ");
+                        }
+                        n += 1;
+                        D::placeholder(&mut sql, n);
+                    }
+                    sql.push(')');
+                }
+                (rows, Arc::from(sql))
+            })
+            .collect();
+        Self { by_chunk }
+    }
+
+    /// Writes `rows` with as few statements as the chunk sizes allow.
+    pub(crate) async fn insert<D: Dialect>(&self, conn: &mut Conn<D>, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let Some((size, sql)) = self.by_chunk.iter().find(|(size, _)| *size <= rest.len()) else {
+                return Err(StoreError::Backend("no audit insert statement fits the batch".into()));
+            };
+            let (chunk, tail) = rest.split_at(*size);
+            let mut stmt = Stmt::shared(Arc::clone(sql), size * AUDIT_COLUMN_COUNT);
+            for r in chunk {
+                let e = r.event;
+                stmt = stmt
+                    .int(r.seq)
+                    .time(e.time)
+                    .text(&e.actor)
+                    .text(&e.action)
+                    .opt_text(e.target.as_deref())
+                    .opt_uuid(e.identity_id)
+                    .text(e.outcome.as_str())
+                    .opt_text(e.reason.as_deref())
+                    .opt_text(e.request_id.as_deref())
+                    .opt_text(e.source.as_deref())
+                    .text(&r.details)
+                    .bytes(&r.leaf_hash)
+                    .bytes(&r.chain_hash);
+            }
+            D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
+                Failure::Unique(_) => StoreError::Corrupt(
+                    "audit: a record with the next sequence number already exists (audit_head is behind the log)"
+                        .into(),
+                ),
+                _ => db_error::<D>(e),
+            })?;
+            rest = tail;
+        }
+        Ok(())
+    }
+}

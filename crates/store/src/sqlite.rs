@@ -1,0 +1,320 @@
+//! The SQLite backend (the embedded default): its SQL, its driver glue, and opening a database
+//! file in WAL mode with one writer connection (the group-commit writer) and a read-only pool.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row as _, Sqlite};
+use uuid::Uuid;
+
+use crate::dialect::{
+    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns, credential_columns,
+    identity_columns, owner_columns, signing_key_columns,
+};
+use crate::engine::SqlStore;
+use crate::migrate::MIGRATIONS_TABLE;
+use crate::writer::Writer;
+use crate::{Store, StoreError};
+
+/// Tuning knobs for [`open_with`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Read-only connections for queries (the writer has its own connection).
+    pub read_connections: u32,
+    /// How long a statement waits for a lock held by another connection or process.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { read_connections: 4, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Opens (creating if missing) the Steward database at `path` with default options.
+pub async fn open(path: impl AsRef<Path>) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(path, SqliteOptions::default()).await
+}
+
+/// Opens (creating if missing) the Steward database at `path`: WAL journal, `synchronous=FULL`
+/// (a commit is on disk before it is acknowledged), foreign keys enforced, migrations applied.
+///
+/// A file that is not a SQLite database, or a SQLite database holding other tables but not
+/// Steward's, is refused with [`StoreError::Corrupt`] and left untouched. Must be called inside a
+/// Tokio runtime: the store's writer task is spawned on it.
+pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Arc<dyn Store>, StoreError> {
+    let path = path.as_ref();
+    refuse_foreign_file(path).await?;
+
+    let base = SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(options.busy_timeout)
+        .foreign_keys(true);
+    let writer_pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(
+            base.clone()
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full),
+        )
+        .await
+        .map_err(|e| open_error(path, e))?;
+    {
+        let mut conn = writer_pool.acquire().await.map_err(|e| open_error(path, e))?;
+        crate::migrate::run::<SqliteDialect>(&mut conn).await.map_err(|e| not_steward(path, e))?;
+    }
+    let read_pool = SqlitePoolOptions::new()
+        .max_connections(options.read_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(base.read_only(true))
+        .await
+        .map_err(|e| open_error(path, e))?;
+    tracing::info!(path = %path.display(), "opened SQLite store");
+    let writer = Writer::spawn::<SqliteDialect>(writer_pool);
+    Ok(Arc::new(SqlStore::<SqliteDialect>::new(read_pool, writer)))
+}
+
+fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
+    match crate::ops::db_error::<SqliteDialect>(e) {
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{} is not a Steward database: {m}", path.display())),
+        StoreError::Unavailable(m) | StoreError::Backend(m) => {
+            StoreError::Unavailable(format!("cannot open SQLite database {}: {m}", path.display()))
+        }
+        other => other,
+    }
+}
+
+fn not_steward(path: &Path, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
+        other => other,
+    }
+}
+
+/// Refuses, without modifying it, an existing file that is not a Steward database.
+async fn refuse_foreign_file(path: &Path) -> Result<(), StoreError> {
+    match tokio::fs::metadata(path).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))),
+    }
+    // Read-only and without journal-mode changes: a foreign file must not be altered.
+    let options = SqliteConnectOptions::new().filename(path).read_only(true);
+    let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| open_error(path, e))?;
+    let tables: Result<Vec<String>, sqlx::Error> =
+        sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
+            .fetch_all(&mut conn)
+            .await
+            .and_then(|rows| rows.iter().map(|r| r.try_get::<String, _>(0)).collect());
+    let _ = conn.close().await;
+    let tables = tables.map_err(|e| open_error(path, e))?;
+    if tables.is_empty() || tables.iter().any(|t| t == MIGRATIONS_TABLE) {
+        return Ok(());
+    }
+    let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
+    if tables.len() > shown.len() {
+        shown.push("…");
+    }
+    Err(StoreError::Corrupt(format!(
+        "{} is not a Steward database: it holds other tables ({}) and no {MIGRATIONS_TABLE}",
+        path.display(),
+        shown.join(", ")
+    )))
+}
+
+/// SQLite's dialect.
+pub(crate) struct SqliteDialect;
+
+fn query(stmt: Stmt<'_>) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
+    let (q, persistent) = match stmt.sql {
+        SqlText::Static(s) => (sqlx::query(s), true),
+        SqlText::Shared(s) => (sqlx::query(AssertSqlSafe(s)), true),
+        SqlText::Built(s) => (sqlx::query(AssertSqlSafe(s)), false),
+    };
+    stmt.args.into_iter().fold(q.persistent(persistent), |q, arg| match arg {
+        Arg::Int(v) => q.bind(v),
+        Arg::Text(v) => q.bind(v.map(Cow::into_owned)),
+        Arg::Bytes(v) => q.bind(v.map(Cow::into_owned)),
+        Arg::Bool(v) => q.bind(v),
+        Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated())),
+    })
+}
+
+impl Dialect for SqliteDialect {
+    type Db = Sqlite;
+
+    const NAME: &'static str = "sqlite";
+    const SINGLE_WRITER: bool = true;
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+    // SQLite's LIKE ignores ASCII case.
+    const ILIKE: &'static str = "LIKE";
+    const SQL: &'static Statements = &STATEMENTS;
+    const MIGRATIONS: &'static [Migration] =
+        &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+
+    fn placeholder(sql: &mut String, _n: usize) {
+        sql.push('?');
+    }
+
+    async fn exec_script(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+        sqlx::raw_sql(sql).execute(conn).await.map(drop)
+    }
+
+    async fn exec(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<u64, sqlx::Error> {
+        query(stmt).execute(conn).await.map(|r| r.rows_affected())
+    }
+
+    async fn fetch_all(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        query(stmt).fetch_all(conn).await
+    }
+
+    async fn fetch_optional(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<Option<SqliteRow>, sqlx::Error> {
+        query(stmt).fetch_optional(conn).await
+    }
+
+    fn get_int(row: &SqliteRow, col: &str) -> Result<Option<i64>, sqlx::Error> {
+        row.try_get(col)
+    }
+    fn get_text(row: &SqliteRow, col: &str) -> Result<Option<String>, sqlx::Error> {
+        row.try_get(col)
+    }
+    fn get_bytes(row: &SqliteRow, col: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        row.try_get(col)
+    }
+    fn get_bool(row: &SqliteRow, col: &str) -> Result<Option<bool>, sqlx::Error> {
+        row.try_get(col)
+    }
+    fn get_uuid(row: &SqliteRow, col: &str) -> Result<Option<Uuid>, sqlx::Error> {
+        row.try_get::<Option<String>, _>(col)?
+            .map(|s| Uuid::parse_str(&s))
+            .transpose()
+            .map_err(|e| sqlx::Error::ColumnDecode { index: col.to_owned(), source: Box::new(e) })
+    }
+
+    fn classify(err: &dyn sqlx::error::DatabaseError) -> Failure {
+        // Extended result codes: https://www.sqlite.org/rescode.html
+        const CONSTRAINT_FOREIGNKEY: i32 = 787;
+        const CONSTRAINT_PRIMARYKEY: i32 = 1555;
+        const CONSTRAINT_UNIQUE: i32 = 2067;
+        let code = err.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(1);
+        let msg = err.message();
+        match code {
+            CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => Failure::Unique(if msg.contains("owners.name") {
+                UniqueRule::OwnerName
+            } else if msg.contains("identities.environment") {
+                UniqueRule::IdentityName
+            } else if msg.contains("credentials.secret_hash") {
+                UniqueRule::CredentialSecret
+            } else {
+                UniqueRule::Key
+            }),
+            CONSTRAINT_FOREIGNKEY => Failure::ForeignKey,
+            _ => match code & 0xff {
+                // BUSY, LOCKED: another process held the database past the busy timeout.
+                5 | 6 => Failure::Unavailable(format!("the database is locked: {msg}")),
+                // PERM, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
+                3 | 7 | 8 | 10 | 13 | 14 | 15 => Failure::Unavailable(msg.to_owned()),
+                // CORRUPT, NOTADB
+                11 | 26 => Failure::Corrupt(msg.to_owned()),
+                _ => Failure::Other(msg.to_owned()),
+            },
+        }
+    }
+}
+
+static STATEMENTS: Statements = Statements {
+    ping: "SELECT 1",
+
+    insert_owner: concat!("INSERT INTO owners (", owner_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+    update_owner: "UPDATE owners SET name = ?, kind = ?, contact = ?, status = ?, created_at = ?, departed_at = ?, \
+                   version = ? WHERE id = ? AND version = ?",
+    owner_version: "SELECT version FROM owners WHERE id = ?",
+    get_owner: concat!("SELECT ", owner_columns!(), " FROM owners WHERE id = ?"),
+
+    insert_identity: concat!(
+        "INSERT INTO identities (",
+        identity_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    update_identity: "UPDATE identities SET name = ?, kind = ?, owner_id = ?, purpose = ?, environment = ?, \
+                      expires_at = ?, scopes = ?, default_scopes = ?, audiences = ?, labels = ?, vendor = ?, \
+                      status = ?, status_reason = ?, token_lifetime_secs = ?, require_dpop = ?, \
+                      tokens_revoked_before = ?, created_by = ?, approved_by = ?, approved_at = ?, created_at = ?, \
+                      updated_at = ?, version = ? WHERE id = ? AND version = ?",
+    identity_version: "SELECT version FROM identities WHERE id = ?",
+    get_identity: concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?"),
+    count_identities: "SELECT COUNT(*) AS n FROM identities",
+
+    insert_credential: concat!(
+        "INSERT INTO credentials (",
+        credential_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    update_credential: "UPDATE credentials SET identity_id = ?, kind = ?, secret_hash = ?, jwk = ?, fingerprint = ?, \
+                        created_at = ?, expires_at = ?, last_used_at = ?, revoked_at = ?, revoke_reason = ?, \
+                        rotated_from = ?, created_by = ?, version = ? WHERE id = ? AND version = ?",
+    credential_version: "SELECT version FROM credentials WHERE id = ?",
+    get_credential: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE id = ?"),
+    credential_by_hash: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE secret_hash = ?"),
+    credentials_of_identity: concat!(
+        "SELECT ",
+        credential_columns!(),
+        " FROM credentials WHERE identity_id = ? ORDER BY created_at, id"
+    ),
+    revoke_identity_credentials: "UPDATE credentials SET revoked_at = ?, revoke_reason = ?, version = version + 1 \
+                                  WHERE identity_id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
+    touch_credential: "UPDATE credentials SET last_used_at = ? \
+                       WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+
+    revoke_token: "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES (?, ?, ?) \
+                   ON CONFLICT (jti) DO NOTHING",
+    token_revoked: "SELECT 1 FROM revoked_tokens WHERE jti = ?",
+    claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = excluded.expires_at \
+                 WHERE once_values.expires_at <= ?",
+    purge_once_values: "DELETE FROM once_values WHERE (namespace, value_hash) IN \
+                        (SELECT namespace, value_hash FROM once_values WHERE expires_at <= ? LIMIT ?)",
+    purge_revoked_tokens: "DELETE FROM revoked_tokens WHERE jti IN \
+                           (SELECT jti FROM revoked_tokens WHERE expires_at <= ? LIMIT ?)",
+
+    insert_signing_key: concat!(
+        "INSERT INTO signing_keys (",
+        signing_key_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    update_signing_key: "UPDATE signing_keys SET activates_at = ?, deactivates_at = ?, publish_until = ? WHERE kid = ?",
+    list_signing_keys: concat!("SELECT ", signing_key_columns!(), " FROM signing_keys ORDER BY activates_at, kid"),
+
+    put_setting: "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    insert_setting: "INSERT INTO settings (key, value) VALUES (?, ?)",
+    get_setting: "SELECT value FROM settings WHERE key = ?",
+
+    put_checkpoint: "INSERT INTO checkpoints (size, root_hash, note, created_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (size) DO UPDATE SET root_hash = excluded.root_hash, note = excluded.note, \
+                     created_at = excluded.created_at",
+    latest_checkpoint: "SELECT size, root_hash, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1",
+
+    read_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
+    // The writer's BEGIN IMMEDIATE already excludes every other writer.
+    lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
+    store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1",
+    audit_range: concat!("SELECT ", audit_columns!(), " FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?"),
+    audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq <= ? ORDER BY seq",
+
+    migration_lock: None,
+    create_migrations_table: "CREATE TABLE IF NOT EXISTS steward_schema_migrations (\
+                              version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, checksum BLOB NOT NULL, \
+                              applied_at INTEGER NOT NULL) STRICT",
+    applied_migrations: "SELECT version, checksum FROM steward_schema_migrations ORDER BY version",
+    record_migration: "INSERT INTO steward_schema_migrations (version, name, checksum, applied_at) \
+                       VALUES (?, ?, ?, ?)",
+};

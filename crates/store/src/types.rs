@@ -1,0 +1,93 @@
+//! Plain data carried across the storage boundary: changes, mutations, keys, checkpoints.
+//! No behaviour beyond construction helpers.
+
+use steward_core::{AuditEvent, Credential, Identity, Owner};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// One atomic unit of work: mutations plus the audit events that describe them.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub mutations: Vec<Mutation>,
+    pub audit: Vec<AuditEvent>,
+}
+
+impl Change {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn audit_only(event: AuditEvent) -> Self {
+        Self { mutations: vec![], audit: vec![event] }
+    }
+    pub fn with(mut self, m: Mutation) -> Self {
+        self.mutations.push(m);
+        self
+    }
+    pub fn audit(mut self, e: AuditEvent) -> Self {
+        self.audit.push(e);
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    InsertOwner(Owner),
+    /// Fails with `Stale` unless the stored version equals `expected_version`; stores `owner` as given.
+    UpdateOwner { owner: Owner, expected_version: i64 },
+    /// Fails with `Conflict` when (environment, name) is taken.
+    InsertIdentity(Identity),
+    UpdateIdentity { identity: Identity, expected_version: i64 },
+    InsertCredential(Credential),
+    UpdateCredential { credential: Credential, expected_version: i64 },
+    /// Sets `revoked_at = at` (and the reason) on every credential of the identity that is not
+    /// already revoked at or before `at`; bumps their versions.
+    RevokeIdentityCredentials { identity_id: Uuid, at: OffsetDateTime, reason: String },
+    /// Sets `last_used_at = max(last_used_at, used_at)`; silently ignores unknown ids.
+    TouchCredential { id: Uuid, used_at: OffsetDateTime },
+    /// Remembers a revoked access token until its expiry. Idempotent.
+    RevokeToken { jti: String, identity_id: Option<Uuid>, expires_at: OffsetDateTime },
+    InsertSigningKey(SigningKeyRecord),
+    /// Updates the schedule fields of the key with this kid.
+    UpdateSigningKey(SigningKeyRecord),
+    /// Inserts or replaces a setting.
+    PutSetting { key: String, value: String },
+    /// Inserts a setting; fails with `Conflict` when the key exists (bootstrap races between nodes).
+    InsertSetting { key: String, value: String },
+    PutCheckpoint(CheckpointRecord),
+}
+
+/// A token-signing key, private half encrypted under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// JOSE algorithm: `EdDSA` or `ES256`.
+    pub alg: String,
+    /// AEAD-sealed PKCS#8 private key.
+    pub sealed_private_key: Vec<u8>,
+    /// Public JWK (with kid, alg, use).
+    pub public_jwk: serde_json::Value,
+    pub created_at: OffsetDateTime,
+    /// Starts signing at this instant (the key is published in the JWKS before).
+    pub activates_at: OffsetDateTime,
+    /// Stops signing at this instant.
+    pub deactivates_at: OffsetDateTime,
+    /// Removed from the JWKS after this instant (every token it signed has expired).
+    pub publish_until: OffsetDateTime,
+}
+
+/// Position of the audit log's head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditHead {
+    pub size: u64,
+    pub chain_hash: [u8; 32],
+}
+
+/// A signed checkpoint (C2SP signed note) over the first `size` audit records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub size: u64,
+    pub root_hash: [u8; 32],
+    /// The full signed note text.
+    pub note: String,
+    pub created_at: OffsetDateTime,
+}

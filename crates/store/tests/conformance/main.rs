@@ -1,0 +1,55 @@
+//! The storage conformance suite: every behaviour of the `Store` contract, written once against
+//! `Arc<dyn Store>` and run on both backends as `sqlite::<test>` and `postgres::<test>`.
+//!
+//! SQLite tests use a fresh file in a temporary directory. PostgreSQL tests create a fresh
+//! database per test on the server named by `STEWARD_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and drop it afterwards; if the server is
+//! unreachable they fail, unless `STEWARD_SKIP_POSTGRES=1` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod commits;
+mod lists;
+mod misc;
+mod opening;
+mod records;
+mod support;
+
+conformance! {
+    stores {
+        records::owner_round_trip,
+        records::identity_round_trip,
+        records::credential_round_trip,
+        records::find_credential_by_hash,
+        records::duplicate_identity_name_conflicts,
+        records::duplicate_owner_name_conflicts,
+        records::duplicate_secret_hash_conflicts,
+        records::stale_version_is_rejected,
+        records::update_of_missing_row_is_not_found,
+        commits::change_is_atomic,
+        commits::commit_assigns_contiguous_seqs,
+        commits::group_commit_under_concurrency,
+        commits::audit_only_burst_is_durable_and_ordered,
+        misc::revoke_identity_credentials,
+        misc::touch_credential_keeps_the_latest,
+        misc::revoked_tokens,
+        misc::claim_once_detects_replays,
+        misc::purge_removes_only_expired,
+        misc::settings,
+        misc::signing_keys,
+        misc::checkpoints,
+        misc::ping_and_count,
+        lists::list_identities_filters,
+        lists::identity_pagination_walks_every_row_once,
+        lists::list_owners_filters_and_pages,
+        lists::page_size_is_clamped,
+        audit::audit_records_round_trip,
+        audit::audit_filters,
+        audit::audit_pagination,
+        audit::audit_range_and_leaf_hashes,
+    }
+    databases {
+        commits::two_instances_share_one_log,
+        commits::reopen_keeps_everything,
+    }
+}
