@@ -24,16 +24,25 @@ struct CachedToken {
 }
 
 pub fn read_credentials(path: &Path) -> Result<CredentialsFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials file {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a Steward credentials file", path.display()))
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read credentials file {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a Steward credentials file", path.display()))
 }
 
 /// Writes a file readable only by its owner, atomically (write to a temp file, then rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).ok();
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("out"), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_file(&tmp);
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -42,7 +51,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut f = opts
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -53,7 +64,9 @@ fn cache_path(client_id: &str) -> Option<PathBuf> {
     let base = std::env::var_os("STEWARD_CACHE_DIR")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("steward")))
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("steward")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("steward"))
+        })?;
     Some(base.join(format!("token-{client_id}.json")))
 }
 
@@ -87,7 +100,9 @@ pub async fn fetch_token(
         bail!(
             "token request refused ({status}): {} {}",
             body.get("error").and_then(Value::as_str).unwrap_or("error"),
-            body.get("error_description").and_then(Value::as_str).unwrap_or("")
+            body.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
         );
     }
     Ok(serde_json::from_value(body)?)
@@ -96,7 +111,9 @@ pub async fn fetch_token(
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -128,10 +145,6 @@ impl Client {
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     async fn access_token(&mut self) -> Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
@@ -141,16 +154,26 @@ impl Client {
         })?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let cache = cache_path(&creds.client_id);
-        if let Some(p) = &cache {
-            if let Ok(c) = std::fs::read_to_string(p).map_err(anyhow::Error::from).and_then(|t| Ok(serde_json::from_str::<CachedToken>(&t)?)) {
-                if c.expires_at > now + 30 && c.server == self.server {
-                    self.token = Some(c.access_token.clone());
-                    return Ok(c.access_token);
-                }
-            }
+        if let Some(p) = &cache
+            && let Ok(c) = std::fs::read_to_string(p)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| Ok(serde_json::from_str::<CachedToken>(&t)?))
+            && c.expires_at > now + 30
+            && c.server == self.server
+        {
+            self.token = Some(c.access_token.clone());
+            return Ok(c.access_token);
         }
         let endpoint = format!("{}/oauth2/token", self.server);
-        let t = fetch_token(&self.http, &endpoint, &creds.client_id, &creds.client_secret, None, &[]).await?;
+        let t = fetch_token(
+            &self.http,
+            &endpoint,
+            &creds.client_id,
+            &creds.client_secret,
+            None,
+            &[],
+        )
+        .await?;
         if let Some(p) = &cache {
             let c = CachedToken {
                 access_token: t.access_token.clone(),
@@ -165,27 +188,46 @@ impl Client {
     }
 
     /// Calls the admin API; non-2xx answers become errors carrying the server's message.
-    pub async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
         let token = self.access_token().await?;
         let url = format!("{}{}", self.server, path);
         let mut req = self.http.request(method, &url).bearer_auth(&token);
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach {}", self.server))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.server))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        let v: Value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        if status == reqwest::StatusCode::UNAUTHORIZED {
-            if let Some(c) = &self.creds {
-                if let Some(p) = cache_path(&c.client_id) {
-                    let _ = std::fs::remove_file(p);
-                }
-            }
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if status == reqwest::StatusCode::UNAUTHORIZED
+            && let Some(c) = &self.creds
+            && let Some(p) = cache_path(&c.client_id)
+        {
+            let _ = std::fs::remove_file(p);
         }
         if !status.is_success() {
-            let msg = v.get("message").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| v.to_string());
-            bail!("{} ({}): {msg}", v.get("error").and_then(Value::as_str).unwrap_or("error"), status.as_u16());
+            let msg = v
+                .get("message")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            bail!(
+                "{} ({}): {msg}",
+                v.get("error").and_then(Value::as_str).unwrap_or("error"),
+                status.as_u16()
+            );
         }
         Ok(v)
     }

@@ -14,13 +14,22 @@ use crate::client::{Client, read_credentials, write_private};
 use crate::output;
 
 #[derive(Parser)]
-#[command(name = "steward", version, about = "Machine identities: registry, credentials, short-lived tokens and audit.")]
+#[command(
+    name = "steward",
+    version,
+    about = "Machine identities: registry, credentials, short-lived tokens and audit."
+)]
 pub struct Cli {
     /// Server base URL (default: the issuer in the credentials file, else http://127.0.0.1:7443).
     #[arg(long, global = true, env = "STEWARD_SERVER")]
     server: Option<String>,
     /// Credentials file to authenticate with.
-    #[arg(long, global = true, env = "STEWARD_CREDENTIALS", default_value = "steward-data/admin-credentials.json")]
+    #[arg(
+        long,
+        global = true,
+        env = "STEWARD_CREDENTIALS",
+        default_value = "steward-data/admin-credentials.json"
+    )]
     credentials: PathBuf,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -120,7 +129,9 @@ enum OwnerCmd {
         #[arg(long)]
         search: Option<String>,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// Record that an owner has left; their identities become orphaned unless reassigned.
     Depart {
         id: String,
@@ -188,7 +199,9 @@ enum IdentityCmd {
         #[arg(long)]
         all: bool,
     },
-    Show { id: String },
+    Show {
+        id: String,
+    },
     Update {
         id: String,
         #[arg(long)]
@@ -196,12 +209,30 @@ enum IdentityCmd {
         #[command(flatten)]
         fields: IdentityFields,
     },
-    Approve { id: String, #[arg(long)] reason: Option<String> },
-    Suspend { id: String, #[arg(long)] reason: Option<String> },
-    Resume { id: String, #[arg(long)] reason: Option<String> },
-    Retire { id: String, #[arg(long)] reason: Option<String> },
+    Approve {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Suspend {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Resume {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Retire {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Revoke every outstanding token of the identity.
-    RevokeTokens { id: String },
+    RevokeTokens {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,8 +250,13 @@ enum CredentialCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    List { identity: String },
-    Revoke { identity: String, credential: String },
+    List {
+        identity: String,
+    },
+    Revoke {
+        identity: String,
+        credential: String,
+    },
     Rotate {
         identity: String,
         credential: String,
@@ -299,8 +335,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG").unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -312,8 +351,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     init_logging(&a.log_format);
     let mut cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?;
-            toml::from_str::<steward_server::ServerConfig>(&text).with_context(|| format!("invalid config file {}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
+            toml::from_str::<steward_server::ServerConfig>(&text)
+                .with_context(|| format!("invalid config file {}", p.display()))?
         }
         None => steward_server::ServerConfig::default(),
     };
@@ -327,19 +368,29 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         cache_ttl_secs => cache_ttl_secs);
     if a.database_url.is_some() {
         cfg.database_url = a.database_url.clone();
-        if a.cache_ttl_secs.is_none() && cfg.cache_ttl_secs == 0 {
-            cfg.cache_ttl_secs = 1;
-        }
+    }
+    // Other nodes may change a shared database: bound how stale a cached identity can be.
+    if cfg.database_url.is_some() && a.cache_ttl_secs.is_none() && cfg.cache_ttl_secs == 0 {
+        cfg.cache_ttl_secs = 1;
     }
     if a.issuer.is_some() {
         cfg.issuer = a.issuer.clone();
     }
     let master = std::env::var("STEWARD_MASTER_KEY").ok();
-    let server = steward_server::start(cfg, steward_server::StartOptions { master_key: master, clock: None })
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let server = steward_server::start(
+        cfg,
+        steward_server::StartOptions {
+            master_key: master,
+            clock: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("{e}"))?;
     if let Some(p) = &server.admin_credentials {
-        eprintln!("First start: admin credentials written to {} (mode 0600). They are shown nowhere else.", p.display());
+        eprintln!(
+            "First start: admin credentials written to {} (mode 0600). They are shown nowhere else.",
+            p.display()
+        );
     }
     eprintln!("Steward is serving on {}", server.base_url());
     server.run_until_signal().await;
@@ -352,7 +403,9 @@ fn parse_expiry(s: &str) -> Result<String> {
         return Ok(t.format(&time::format_description::well_known::Rfc3339)?);
     }
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: i64 = num.parse().map_err(|_| anyhow!("expiry {s:?}: use RFC 3339 or a duration like 90d, 12h, 30m"))?;
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow!("expiry {s:?}: use RFC 3339 or a duration like 90d, 12h, 30m"))?;
     let d = match unit {
         "d" => time::Duration::days(n),
         "h" => time::Duration::hours(n),
@@ -365,7 +418,9 @@ fn parse_expiry(s: &str) -> Result<String> {
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -376,10 +431,19 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
         .collect();
-    if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
 }
 
-async fn list_all(c: &mut Client, path: &str, base: &[(&str, Option<String>)], all: bool) -> Result<Vec<Value>> {
+async fn list_all(
+    c: &mut Client,
+    path: &str,
+    base: &[(&str, Option<String>)],
+    all: bool,
+) -> Result<Vec<Value>> {
     let mut items = vec![];
     let mut cursor: Option<String> = None;
     loop {
@@ -389,7 +453,10 @@ async fn list_all(c: &mut Client, path: &str, base: &[(&str, Option<String>)], a
         if let Some(a) = v.get("items").and_then(Value::as_array) {
             items.extend(a.iter().cloned());
         }
-        cursor = v.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
+        cursor = v
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         if !all || cursor.is_none() {
             return Ok(items);
         }
@@ -397,21 +464,56 @@ async fn list_all(c: &mut Client, path: &str, base: &[(&str, Option<String>)], a
 }
 
 async fn owner(mut c: Client, cmd: OwnerCmd, json_out: bool) -> Result<ExitCode> {
-    let show = |v: &Value| if json_out { output::json(v) } else { output::record(v) };
-    match cmd {
-        OwnerCmd::Add { name, kind, contact } => show(&c.post("/v1/owners", &json!({"name": name, "kind": kind, "contact": contact})).await?),
-        OwnerCmd::Show { id } => show(&c.get(&format!("/v1/owners/{}", enc(&id))).await?),
-        OwnerCmd::Depart { id, reassign_to, reason } => {
-            show(&c.post(&format!("/v1/owners/{}/depart", enc(&id)), &json!({"reassign_to": reassign_to, "reason": reason})).await?)
+    let show = |v: &Value| {
+        if json_out {
+            output::json(v)
+        } else {
+            output::record(v)
         }
+    };
+    match cmd {
+        OwnerCmd::Add {
+            name,
+            kind,
+            contact,
+        } => show(
+            &c.post(
+                "/v1/owners",
+                &json!({"name": name, "kind": kind, "contact": contact}),
+            )
+            .await?,
+        ),
+        OwnerCmd::Show { id } => show(&c.get(&format!("/v1/owners/{}", enc(&id))).await?),
+        OwnerCmd::Depart {
+            id,
+            reassign_to,
+            reason,
+        } => show(
+            &c.post(
+                &format!("/v1/owners/{}/depart", enc(&id)),
+                &json!({"reassign_to": reassign_to, "reason": reason}),
+            )
+            .await?,
+        ),
         OwnerCmd::List { status, search } => {
-            let items = list_all(&mut c, "/v1/owners", &[("status", status), ("search", search)], true).await?;
+            let items = list_all(
+                &mut c,
+                "/v1/owners",
+                &[("status", status), ("search", search)],
+                true,
+            )
+            .await?;
             if json_out {
                 output::json(&Value::Array(items));
             } else {
                 let rows: Vec<Vec<String>> = items
                     .iter()
-                    .map(|o| ["id", "name", "kind", "status", "contact"].iter().map(|k| output::field(o, k)).collect())
+                    .map(|o| {
+                        ["id", "name", "kind", "status", "contact"]
+                            .iter()
+                            .map(|k| output::field(o, k))
+                            .collect()
+                    })
                     .collect();
                 output::table(&["id", "name", "kind", "status", "contact"], &rows);
             }
@@ -440,7 +542,9 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
     if !f.labels.is_empty() {
         let mut l = serde_json::Map::new();
         for kv in f.labels {
-            let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("label {kv:?} must be KEY=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow!("label {kv:?} must be KEY=VALUE"))?;
             l.insert(k.into(), json!(v));
         }
         m.insert("labels".into(), Value::Object(l));
@@ -458,9 +562,21 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
 }
 
 async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<ExitCode> {
-    let show = |v: &Value| if json_out { output::json(v) } else { output::record(v) };
+    let show = |v: &Value| {
+        if json_out {
+            output::json(v)
+        } else {
+            output::record(v)
+        }
+    };
     match cmd {
-        IdentityCmd::Create { name, kind, owner, environment, fields } => {
+        IdentityCmd::Create {
+            name,
+            kind,
+            owner,
+            environment,
+            fields,
+        } => {
             let mut m = identity_body(fields, true)?;
             if !m.contains_key("expires_at") {
                 bail!("--expires is required (RFC 3339 or a duration such as 90d)");
@@ -479,10 +595,25 @@ async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<Exi
             if let Some(o) = owner {
                 m.insert("owner".into(), json!(o));
             }
-            show(&c.call(Method::PATCH, &format!("/v1/identities/{}", enc(&id)), Some(&Value::Object(m))).await?);
+            show(
+                &c.call(
+                    Method::PATCH,
+                    &format!("/v1/identities/{}", enc(&id)),
+                    Some(&Value::Object(m)),
+                )
+                .await?,
+            );
         }
         IdentityCmd::Show { id } => show(&c.get(&format!("/v1/identities/{}", enc(&id))).await?),
-        IdentityCmd::List { environment, kind, owner, status, search, limit, all } => {
+        IdentityCmd::List {
+            environment,
+            kind,
+            owner,
+            status,
+            search,
+            limit,
+            all,
+        } => {
             let base = [
                 ("environment", environment),
                 ("kind", kind),
@@ -495,8 +626,19 @@ async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<Exi
             if json_out {
                 output::json(&Value::Array(items));
             } else {
-                let cols = ["id", "name", "kind", "environment", "status", "owner", "expires_at"];
-                let rows: Vec<Vec<String>> = items.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect();
+                let cols = [
+                    "id",
+                    "name",
+                    "kind",
+                    "environment",
+                    "status",
+                    "owner",
+                    "expires_at",
+                ];
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|o| cols.iter().map(|k| output::field(o, k)).collect())
+                    .collect();
                 output::table(&cols, &rows);
             }
         }
@@ -504,18 +646,25 @@ async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<Exi
         IdentityCmd::Suspend { id, reason } => show(&action(&mut c, &id, "suspend", reason).await?),
         IdentityCmd::Resume { id, reason } => show(&action(&mut c, &id, "resume", reason).await?),
         IdentityCmd::Retire { id, reason } => show(&action(&mut c, &id, "retire", reason).await?),
-        IdentityCmd::RevokeTokens { id } => show(&action(&mut c, &id, "revoke-tokens", None).await?),
+        IdentityCmd::RevokeTokens { id } => {
+            show(&action(&mut c, &id, "revoke-tokens", None).await?)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn action(c: &mut Client, id: &str, act: &str, reason: Option<String>) -> Result<Value> {
-    c.post(&format!("/v1/identities/{}/{act}", enc(id)), &json!({"reason": reason})).await
+    c.post(
+        &format!("/v1/identities/{}/{act}", enc(id)),
+        &json!({"reason": reason}),
+    )
+    .await
 }
 
 /// Prints a newly created secret, or writes it to a credentials file.
 fn emit_secret(c: &Client, created: &Value, out: Option<PathBuf>, json_out: bool) -> Result<()> {
-    if let (Some(path), Some(secret)) = (out, created.get("client_secret").and_then(Value::as_str)) {
+    if let (Some(path), Some(secret)) = (out, created.get("client_secret").and_then(Value::as_str))
+    {
         let file = steward_proto::CredentialsFile {
             client_id: output::field(created, "client_id"),
             client_secret: secret.to_owned(),
@@ -526,7 +675,11 @@ fn emit_secret(c: &Client, created: &Value, out: Option<PathBuf>, json_out: bool
         write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
         let mut redacted = created.clone();
         redacted["client_secret"] = json!(format!("written to {}", path.display()));
-        if json_out { output::json(&redacted) } else { output::record(&redacted) }
+        if json_out {
+            output::json(&redacted)
+        } else {
+            output::record(&redacted)
+        }
         return Ok(());
     }
     if json_out {
@@ -542,41 +695,95 @@ fn emit_secret(c: &Client, created: &Value, out: Option<PathBuf>, json_out: bool
 
 async fn credential(mut c: Client, cmd: CredentialCmd, json_out: bool) -> Result<ExitCode> {
     match cmd {
-        CredentialCmd::Create { identity, kind, jwk, expires, out } => {
+        CredentialCmd::Create {
+            identity,
+            kind,
+            jwk,
+            expires,
+            out,
+        } => {
             let jwk: Option<Value> = jwk
-                .map(|p| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?) })
+                .map(|p| -> Result<Value> {
+                    Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?)
+                })
                 .transpose()?;
             let expires_at = expires.map(|e| parse_expiry(&e)).transpose()?;
             let v = c
-                .post(&format!("/v1/identities/{}/credentials", enc(&identity)), &json!({"type": kind, "jwk": jwk, "expires_at": expires_at}))
+                .post(
+                    &format!("/v1/identities/{}/credentials", enc(&identity)),
+                    &json!({"type": kind, "jwk": jwk, "expires_at": expires_at}),
+                )
                 .await?;
             emit_secret(&c, &v, out, json_out)?;
         }
         CredentialCmd::List { identity } => {
-            let v = c.get(&format!("/v1/identities/{}/credentials", enc(&identity))).await?;
+            let v = c
+                .get(&format!("/v1/identities/{}/credentials", enc(&identity)))
+                .await?;
             let items = v.get("items").cloned().unwrap_or(Value::Array(vec![]));
             if json_out {
                 output::json(&items);
             } else {
-                let cols = ["id", "type", "state", "fingerprint", "created_at", "expires_at", "last_used_at"];
+                let cols = [
+                    "id",
+                    "type",
+                    "state",
+                    "fingerprint",
+                    "created_at",
+                    "expires_at",
+                    "last_used_at",
+                ];
                 let rows: Vec<Vec<String>> = items
                     .as_array()
-                    .map(|a| a.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|o| cols.iter().map(|k| output::field(o, k)).collect())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 output::table(&cols, &rows);
             }
         }
-        CredentialCmd::Revoke { identity, credential } => {
-            let v = c.call(Method::DELETE, &format!("/v1/identities/{}/credentials/{}", enc(&identity), enc(&credential)), None).await?;
-            if json_out { output::json(&v) } else { output::record(&v) }
+        CredentialCmd::Revoke {
+            identity,
+            credential,
+        } => {
+            let v = c
+                .call(
+                    Method::DELETE,
+                    &format!(
+                        "/v1/identities/{}/credentials/{}",
+                        enc(&identity),
+                        enc(&credential)
+                    ),
+                    None,
+                )
+                .await?;
+            if json_out {
+                output::json(&v)
+            } else {
+                output::record(&v)
+            }
         }
-        CredentialCmd::Rotate { identity, credential, grace_secs, jwk, out } => {
+        CredentialCmd::Rotate {
+            identity,
+            credential,
+            grace_secs,
+            jwk,
+            out,
+        } => {
             let jwk: Option<Value> = jwk
-                .map(|p| -> Result<Value> { Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?) })
+                .map(|p| -> Result<Value> {
+                    Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?)
+                })
                 .transpose()?;
             let v = c
                 .post(
-                    &format!("/v1/identities/{}/credentials/{}/rotate", enc(&identity), enc(&credential)),
+                    &format!(
+                        "/v1/identities/{}/credentials/{}/rotate",
+                        enc(&identity),
+                        enc(&credential)
+                    ),
                     &json!({"grace_secs": grace_secs, "jwk": jwk}),
                 )
                 .await?;
@@ -585,7 +792,9 @@ async fn credential(mut c: Client, cmd: CredentialCmd, json_out: bool) -> Result
             if !json_out {
                 eprintln!(
                     "Previous credential keeps working until {}.",
-                    v.get("previous").map(|p| output::field(p, "revoked_at")).unwrap_or_default()
+                    v.get("previous")
+                        .map(|p| output::field(p, "revoked_at"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -593,12 +802,25 @@ async fn credential(mut c: Client, cmd: CredentialCmd, json_out: bool) -> Result
     Ok(ExitCode::SUCCESS)
 }
 
-async fn token(server: Option<String>, creds_path: &std::path::Path, a: TokenArgs, json_out: bool) -> Result<ExitCode> {
+async fn token(
+    server: Option<String>,
+    creds_path: &std::path::Path,
+    a: TokenArgs,
+    json_out: bool,
+) -> Result<ExitCode> {
     let (client_id, secret, endpoint) = match std::env::var("STEWARD_CLIENT_SECRET") {
         Ok(secret) => {
-            let id = a.client_id.clone().ok_or_else(|| anyhow!("--client-id (or STEWARD_CLIENT_ID) is required with STEWARD_CLIENT_SECRET"))?;
-            let base = server.clone().unwrap_or_else(|| "http://127.0.0.1:7443".into());
-            (id, secret, format!("{}/oauth2/token", base.trim_end_matches('/')))
+            let id = a.client_id.clone().ok_or_else(|| {
+                anyhow!("--client-id (or STEWARD_CLIENT_ID) is required with STEWARD_CLIENT_SECRET")
+            })?;
+            let base = server
+                .clone()
+                .unwrap_or_else(|| "http://127.0.0.1:7443".into());
+            (
+                id,
+                secret,
+                format!("{}/oauth2/token", base.trim_end_matches('/')),
+            )
         }
         Err(_) => {
             let f = read_credentials(creds_path)?;
@@ -609,8 +831,18 @@ async fn token(server: Option<String>, creds_path: &std::path::Path, a: TokenArg
             (f.client_id, f.client_secret, endpoint)
         }
     };
-    let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
-    let t = crate::client::fetch_token(&http, &endpoint, &client_id, &secret, a.scope.as_deref(), &a.audiences).await?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let t = crate::client::fetch_token(
+        &http,
+        &endpoint,
+        &client_id,
+        &secret,
+        a.scope.as_deref(),
+        &a.audiences,
+    )
+    .await?;
     if json_out {
         output::json(&serde_json::to_value(&t)?);
     } else {
@@ -621,7 +853,14 @@ async fn token(server: Option<String>, creds_path: &std::path::Path, a: TokenArg
 
 async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -> Result<ExitCode> {
     match cmd {
-        AuditCmd::List { identity, action, outcome, since, limit, all } => {
+        AuditCmd::List {
+            identity,
+            action,
+            outcome,
+            since,
+            limit,
+            all,
+        } => {
             let mut c = mk()?;
             let base = [
                 ("identity", identity),
@@ -634,15 +873,21 @@ async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -
             if json_out {
                 output::json(&Value::Array(items));
             } else {
-                let cols = ["seq", "time", "actor", "action", "outcome", "target", "reason"];
-                let rows: Vec<Vec<String>> = items.iter().map(|o| cols.iter().map(|k| output::field(o, k)).collect()).collect();
+                let cols = [
+                    "seq", "time", "actor", "action", "outcome", "target", "reason",
+                ];
+                let rows: Vec<Vec<String>> = items
+                    .iter()
+                    .map(|o| cols.iter().map(|k| output::field(o, k)).collect())
+                    .collect();
                 output::table(&cols, &rows);
             }
             Ok(ExitCode::SUCCESS)
         }
         AuditCmd::Export { out } => {
             let mut c = mk()?;
-            let items = list_all(&mut c, "/v1/audit", &[("limit", Some("1000".into()))], true).await?;
+            let items =
+                list_all(&mut c, "/v1/audit", &[("limit", Some("1000".into()))], true).await?;
             let mut text = String::new();
             for i in &items {
                 text.push_str(&serde_json::to_string(i)?);
@@ -650,7 +895,8 @@ async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -
             }
             match out {
                 Some(p) => {
-                    std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+                    std::fs::write(&p, text)
+                        .with_context(|| format!("cannot write {}", p.display()))?;
                     eprintln!("exported {} records to {}", items.len(), p.display());
                 }
                 None => print!("{text}"),
@@ -667,12 +913,21 @@ async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -
             output::json(&c.get(&format!("/v1/audit/proof/{seq}")).await?);
             Ok(ExitCode::SUCCESS)
         }
-        AuditCmd::Verify { data_dir, database_url, checkpoint, verifier_key } => {
+        AuditCmd::Verify {
+            data_dir,
+            database_url,
+            checkpoint,
+            verifier_key,
+        } => {
             steward_server::install_crypto_provider();
             let trusted = match checkpoint {
                 Some(p) => {
-                    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
-                    Some(steward_server::audit::trusted_checkpoint(&text, verifier_key.as_deref()).map_err(|e| anyhow!(e))?)
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
+                    Some(
+                        steward_server::audit::trusted_checkpoint(&text, verifier_key.as_deref())
+                            .map_err(|e| anyhow!(e))?,
+                    )
                 }
                 None => None,
             };
@@ -686,25 +941,39 @@ async fn audit(mk: impl Fn() -> Result<Client>, cmd: AuditCmd, json_out: bool) -
                     format!("sqlite://{}", db.display())
                 }
             };
-            let store = steward_store::open(&url).await.map_err(|e| anyhow!("{e}"))?;
-            let report = steward_server::audit::verify_store(store.as_ref(), trusted).await.map_err(|e| anyhow!("{e}"))?;
+            let store = steward_store::open(&url)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let report = steward_server::audit::verify_store(store.as_ref(), trusted)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
             if json_out {
                 output::json(&serde_json::to_value(&report)?);
             } else if report.ok {
                 println!(
                     "audit log OK: {} records verified{}; root {}",
                     report.records,
-                    report.checkpoint_size.map(|s| format!(", consistent with the checkpoint of {s}")).unwrap_or_default(),
+                    report
+                        .checkpoint_size
+                        .map(|s| format!(", consistent with the checkpoint of {s}"))
+                        .unwrap_or_default(),
                     report.root_hash
                 );
             } else {
                 println!(
                     "audit log FAILED at seq {}: {}",
-                    report.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                    report
+                        .first_bad_seq
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "?".into()),
                     report.problem.clone().unwrap_or_default()
                 );
             }
-            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
     }
 }

@@ -175,11 +175,21 @@ mod tests {
             let mut b = s.clone().into_bytes();
             b[i] = if b[i] == b'a' { b'b' } else { b'a' };
             let t = String::from_utf8(b).unwrap();
-            assert_eq!(ApiKey::parse(&t), Err(KeyFormatError::Checksum), "position {i}");
+            assert_eq!(
+                ApiKey::parse(&t),
+                Err(KeyFormatError::Checksum),
+                "position {i}"
+            );
         }
         assert_eq!(ApiKey::parse("stw_k_short"), Err(KeyFormatError::Shape));
-        assert_eq!(ApiKey::parse(&s.replacen("stw_k", "stw_z", 1)), Err(KeyFormatError::UnknownType));
-        assert_eq!(ApiKey::parse(&s.replacen("stw_k_", "stw_k_-", 1)[..KEY_LEN]), Err(KeyFormatError::Charset));
+        assert_eq!(
+            ApiKey::parse(&s.replacen("stw_k", "stw_z", 1)),
+            Err(KeyFormatError::UnknownType)
+        );
+        assert_eq!(
+            ApiKey::parse(&s.replacen("stw_k_", "stw_k_-", 1)[..KEY_LEN]),
+            Err(KeyFormatError::Charset)
+        );
     }
 
     #[test]

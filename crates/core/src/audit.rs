@@ -53,7 +53,12 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    pub fn new(time: OffsetDateTime, actor: impl Into<String>, action: impl Into<String>, outcome: Outcome) -> Self {
+    pub fn new(
+        time: OffsetDateTime,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        outcome: Outcome,
+    ) -> Self {
         Self {
             time: crate::truncate_micros(time),
             actor: actor.into(),
@@ -181,7 +186,10 @@ mod tests {
         assert_eq!(a, e.clone().canonical_bytes(7));
         assert_ne!(a, e.canonical_bytes(8));
         let s = String::from_utf8(a).unwrap();
-        assert!(s.starts_with(r#"{"v":1,"seq":7,"time_us":1700000000000000,"actor":"system""#), "{s}");
+        assert!(
+            s.starts_with(r#"{"v":1,"seq":7,"time_us":1700000000000000,"actor":"system""#),
+            "{s}"
+        );
         assert!(s.contains(r#""details":{"a":[1,2],"b":1}"#), "{s}");
     }
 

@@ -112,7 +112,8 @@ impl Credential {
                 "expires_at",
                 format!(
                     "is past the latest allowed expiry {} (maximum key age {} days, and never past the identity's expiry)",
-                    cap.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+                    cap.format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
                     policy.max_key_age_days
                 ),
             )),
@@ -139,9 +140,16 @@ impl Credential {
     }
 
     /// Revokes now. Revoking an already revoked credential is a conflict.
-    pub fn revoke(&mut self, reason: Option<String>, now: OffsetDateTime) -> Result<(), DomainError> {
+    pub fn revoke(
+        &mut self,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> Result<(), DomainError> {
         if self.state(now) == CredentialState::Revoked {
-            return Err(DomainError::Conflict(format!("credential {} is already revoked", self.id)));
+            return Err(DomainError::Conflict(format!(
+                "credential {} is already revoked",
+                self.id
+            )));
         }
         self.revoked_at = Some(now);
         self.revoke_reason = reason;
@@ -150,7 +158,11 @@ impl Credential {
     }
 
     /// Schedules revocation after a grace period (rotation overlap). Never postpones an earlier revocation.
-    pub fn schedule_revocation(&mut self, grace: Duration, now: OffsetDateTime) -> Result<(), DomainError> {
+    pub fn schedule_revocation(
+        &mut self,
+        grace: Duration,
+        now: OffsetDateTime,
+    ) -> Result<(), DomainError> {
         match self.state(now) {
             CredentialState::Active => {}
             CredentialState::Retiring => {
@@ -208,7 +220,10 @@ mod tests {
         c.schedule_revocation(Duration::hours(24), now).unwrap();
         assert_eq!(c.state(now), CredentialState::Retiring);
         assert!(c.check_usable(now + Duration::hours(23)).is_ok());
-        assert_eq!(c.check_usable(now + Duration::hours(24)), Err("credential has been revoked"));
+        assert_eq!(
+            c.check_usable(now + Duration::hours(24)),
+            Err("credential has been revoked")
+        );
         assert!(c.schedule_revocation(Duration::hours(1), now).is_err());
     }
 
@@ -216,7 +231,10 @@ mod tests {
     fn expiry_and_revoke() {
         let now = OffsetDateTime::UNIX_EPOCH + Duration::days(1000);
         let mut c = cred(now);
-        assert_eq!(c.check_usable(now + Duration::days(10)), Err("credential has expired"));
+        assert_eq!(
+            c.check_usable(now + Duration::days(10)),
+            Err("credential has expired")
+        );
         c.revoke(None, now).unwrap();
         assert!(c.revoke(None, now).is_err());
         assert_eq!(c.state(now), CredentialState::Revoked);
@@ -226,6 +244,11 @@ mod tests {
     fn debug_hides_hash() {
         let c = cred(OffsetDateTime::UNIX_EPOCH);
         assert!(!format!("{c:?}").contains("secret_hash"));
-        assert!(serde_json::to_string(&c).unwrap().find("secret_hash").is_none());
+        assert!(
+            serde_json::to_string(&c)
+                .unwrap()
+                .find("secret_hash")
+                .is_none()
+        );
     }
 }

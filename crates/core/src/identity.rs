@@ -210,7 +210,8 @@ impl Identity {
             .ok_or_else(|| DomainError::invalid("expires_at", "is required"))?;
         validate_expiry(kind, expires_at, policy, now)?;
         let scopes = scope::normalize_scopes(&req.scopes)?;
-        let default_scopes = validate_default_scopes(req.default_scopes.as_deref().unwrap_or(&[]), &scopes)?;
+        let default_scopes =
+            validate_default_scopes(req.default_scopes.as_deref().unwrap_or(&[]), &scopes)?;
         let audiences = validate_audiences(&req.audiences)?;
         let labels = validate_labels(&req.labels)?;
         let vendor = validate_vendor(kind, req.vendor.as_deref())?;
@@ -251,10 +252,7 @@ impl Identity {
     pub fn effective_status(&self, now: OffsetDateTime) -> IdentityStatus {
         match self.status {
             IdentityStatus::Retired => IdentityStatus::Retired,
-            s if now >= self.expires_at => {
-                let _ = s;
-                IdentityStatus::Expired
-            }
+            _ if now >= self.expires_at => IdentityStatus::Expired,
             s => s,
         }
     }
@@ -271,12 +269,17 @@ impl Identity {
     }
 
     /// Is a token issued at `issued_at` still acceptable as far as this identity is concerned?
-    pub fn token_still_valid(&self, issued_at: OffsetDateTime, now: OffsetDateTime) -> Result<(), &'static str> {
+    pub fn token_still_valid(
+        &self,
+        issued_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), &'static str> {
         self.check_can_authenticate(now)?;
-        if let Some(cut) = self.tokens_revoked_before {
-            if issued_at <= cut {
-                return Err("identity's tokens were revoked");
-            }
+        if self
+            .tokens_revoked_before
+            .is_some_and(|cut| issued_at <= cut)
+        {
+            return Err("identity's tokens were revoked");
         }
         Ok(())
     }
@@ -301,9 +304,7 @@ impl Identity {
             (_, S::Retired) => return Err(illegal("retired is final")),
             (A::Retire, _) => S::Retired,
             (_, S::Expired) => {
-                return Err(illegal(
-                    "extend expires_at first, or retire the identity",
-                ));
+                return Err(illegal("extend expires_at first, or retire the identity"));
             }
             (A::Approve, S::PendingApproval) => {
                 if self.created_by == actor {
@@ -315,7 +316,9 @@ impl Identity {
                 self.approved_at = Some(now);
                 S::Active
             }
-            (A::Approve, _) => return Err(illegal("only identities pending approval can be approved")),
+            (A::Approve, _) => {
+                return Err(illegal("only identities pending approval can be approved"));
+            }
             (A::Suspend, S::Active) => S::Suspended,
             (A::Suspend, S::Suspended) => return Err(illegal("already suspended")),
             (A::Suspend, _) => return Err(illegal("only active identities can be suspended")),
@@ -488,7 +491,10 @@ fn validate_expiry(
     Ok(())
 }
 
-fn validate_default_scopes(default: &[String], allowed: &[String]) -> Result<Vec<String>, DomainError> {
+fn validate_default_scopes(
+    default: &[String],
+    allowed: &[String],
+) -> Result<Vec<String>, DomainError> {
     let d = scope::normalize_scopes(default)?;
     if !scope::is_subset(&d, allowed) {
         return Err(DomainError::invalid(
@@ -501,7 +507,10 @@ fn validate_default_scopes(default: &[String], allowed: &[String]) -> Result<Vec
 
 fn validate_audiences(a: &[String]) -> Result<Vec<String>, DomainError> {
     if a.len() > 32 {
-        return Err(DomainError::invalid("audiences", "at most 32 audiences are allowed"));
+        return Err(DomainError::invalid(
+            "audiences",
+            "at most 32 audiences are allowed",
+        ));
     }
     let mut out: Vec<String> = Vec::with_capacity(a.len());
     for x in a {
@@ -519,18 +528,26 @@ fn validate_audiences(a: &[String]) -> Result<Vec<String>, DomainError> {
     Ok(out)
 }
 
-fn validate_labels(labels: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, DomainError> {
+fn validate_labels(
+    labels: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, DomainError> {
     if labels.len() > 32 {
-        return Err(DomainError::invalid("labels", "at most 32 labels are allowed"));
+        return Err(DomainError::invalid(
+            "labels",
+            "at most 32 labels are allowed",
+        ));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 63
-            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"./_-".contains(&b));
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"./_-".contains(&b));
         if !key_ok {
             return Err(DomainError::invalid(
                 "labels",
-                format!("label key {k:?} must be 1 to 63 characters of letters, digits, '.', '/', '_' or '-'"),
+                format!(
+                    "label key {k:?} must be 1 to 63 characters of letters, digits, '.', '/', '_' or '-'"
+                ),
             ));
         }
         if v.len() > 256 || v.chars().any(char::is_control) {
@@ -543,7 +560,10 @@ fn validate_labels(labels: &BTreeMap<String, String>) -> Result<BTreeMap<String,
     Ok(labels.clone())
 }
 
-fn validate_vendor(kind: IdentityKind, vendor: Option<&str>) -> Result<Option<String>, DomainError> {
+fn validate_vendor(
+    kind: IdentityKind,
+    vendor: Option<&str>,
+) -> Result<Option<String>, DomainError> {
     match (kind, vendor.map(str::trim)) {
         (IdentityKind::Integration, None | Some("")) => Err(DomainError::invalid(
             "vendor",
@@ -559,13 +579,15 @@ fn validate_vendor(kind: IdentityKind, vendor: Option<&str>) -> Result<Option<St
 
 fn validate_token_lifetime(t: Option<u32>, policy: &RegistryPolicy) -> Result<(), DomainError> {
     match t {
-        Some(secs) if secs < 30 || secs > policy.max_token_lifetime_secs => Err(DomainError::invalid(
-            "token_lifetime_secs",
-            format!(
-                "must be between 30 and {} seconds",
-                policy.max_token_lifetime_secs
-            ),
-        )),
+        Some(secs) if secs < 30 || secs > policy.max_token_lifetime_secs => {
+            Err(DomainError::invalid(
+                "token_lifetime_secs",
+                format!(
+                    "must be between 30 and {} seconds",
+                    policy.max_token_lifetime_secs
+                ),
+            ))
+        }
         _ => Ok(()),
     }
 }
@@ -581,7 +603,14 @@ mod tests {
     }
 
     fn owner() -> Owner {
-        Owner::new(Uuid::from_u128(1), "team-a", OwnerKind::Team, "a@example.com", now()).unwrap()
+        Owner::new(
+            Uuid::from_u128(1),
+            "team-a",
+            OwnerKind::Team,
+            "a@example.com",
+            now(),
+        )
+        .unwrap()
     }
 
     fn req(kind: IdentityKind) -> NewIdentity {
@@ -603,19 +632,30 @@ mod tests {
         if kind == IdentityKind::Integration {
             r.vendor = Some("acme".into());
         }
-        Identity::create(Uuid::from_u128(2), r, &owner(), &RegistryPolicy::default(), "alice", now())
+        Identity::create(
+            Uuid::from_u128(2),
+            r,
+            &owner(),
+            &RegistryPolicy::default(),
+            "alice",
+            now(),
+        )
     }
 
     #[test]
     fn integration_needs_approval_by_someone_else() {
         let mut i = create(IdentityKind::Integration).unwrap();
         assert_eq!(i.status, IdentityStatus::PendingApproval);
-        assert_eq!(i.check_can_authenticate(now()), Err("identity is pending approval"));
+        assert_eq!(
+            i.check_can_authenticate(now()),
+            Err("identity is pending approval")
+        );
         assert!(matches!(
             i.transition(LifecycleAction::Approve, "alice", None, now()),
             Err(DomainError::SeparationOfDuties(_))
         ));
-        i.transition(LifecycleAction::Approve, "bob", None, now()).unwrap();
+        i.transition(LifecycleAction::Approve, "bob", None, now())
+            .unwrap();
         assert_eq!(i.status, IdentityStatus::Active);
         assert_eq!(i.approved_by.as_deref(), Some("bob"));
     }
@@ -660,7 +700,10 @@ mod tests {
             let r = i.transition(*action, "bob", None, now());
             match to {
                 Some(t) => {
-                    assert!(r.is_ok(), "{from:?} --{action:?}--> should be allowed: {r:?}");
+                    assert!(
+                        r.is_ok(),
+                        "{from:?} --{action:?}--> should be allowed: {r:?}"
+                    );
                     assert_eq!(i.status, *t);
                 }
                 None => assert!(
@@ -677,8 +720,12 @@ mod tests {
         let later = i.expires_at + Duration::seconds(1);
         assert_eq!(i.effective_status(later), IdentityStatus::Expired);
         assert_eq!(i.check_can_authenticate(later), Err("identity has expired"));
-        assert!(i.transition(LifecycleAction::Suspend, "b", None, later).is_err());
-        i.transition(LifecycleAction::Retire, "b", None, later).unwrap();
+        assert!(
+            i.transition(LifecycleAction::Suspend, "b", None, later)
+                .is_err()
+        );
+        i.transition(LifecycleAction::Retire, "b", None, later)
+            .unwrap();
         assert_eq!(i.effective_status(later), IdentityStatus::Retired);
     }
 
@@ -686,8 +733,17 @@ mod tests {
     fn retire_cuts_tokens() {
         let mut i = create(IdentityKind::Workload).unwrap();
         let issued = now();
-        i.transition(LifecycleAction::Retire, "b", Some("decommissioned".into()), now() + Duration::seconds(5)).unwrap();
-        assert!(i.token_still_valid(issued, now() + Duration::seconds(6)).is_err());
+        i.transition(
+            LifecycleAction::Retire,
+            "b",
+            Some("decommissioned".into()),
+            now() + Duration::seconds(5),
+        )
+        .unwrap();
+        assert!(
+            i.token_still_valid(issued, now() + Duration::seconds(6))
+                .is_err()
+        );
     }
 
     #[test]
@@ -704,10 +760,23 @@ mod tests {
     fn defaults_must_be_subset_and_narrow_with_scopes() {
         let mut r = req(IdentityKind::Workload);
         r.default_scopes = Some(vec!["other".into()]);
-        assert!(Identity::create(Uuid::nil(), r, &owner(), &RegistryPolicy::default(), "a", now()).is_err());
+        assert!(
+            Identity::create(
+                Uuid::nil(),
+                r,
+                &owner(),
+                &RegistryPolicy::default(),
+                "a",
+                now()
+            )
+            .is_err()
+        );
         let mut i = create(IdentityKind::Workload).unwrap();
         i.apply_patch(
-            IdentityPatch { scopes: Some(vec!["p:write".into()]), ..Default::default() },
+            IdentityPatch {
+                scopes: Some(vec!["p:write".into()]),
+                ..Default::default()
+            },
             None,
             &RegistryPolicy::default(),
             now(),
@@ -720,8 +789,15 @@ mod tests {
     fn departed_owner_refused() {
         let mut o = owner();
         o.depart(now()).unwrap();
-        let e = Identity::create(Uuid::nil(), req(IdentityKind::Workload), &o, &RegistryPolicy::default(), "a", now())
-            .unwrap_err();
+        let e = Identity::create(
+            Uuid::nil(),
+            req(IdentityKind::Workload),
+            &o,
+            &RegistryPolicy::default(),
+            "a",
+            now(),
+        )
+        .unwrap_err();
         assert!(matches!(e, DomainError::OwnerDeparted(_)));
     }
 }

@@ -85,10 +85,16 @@ pub fn validate_owner_name(name: &str) -> Result<String, DomainError> {
         return Err(DomainError::invalid("name", "must not be empty"));
     }
     if name.chars().count() > 128 {
-        return Err(DomainError::invalid("name", "must be at most 128 characters"));
+        return Err(DomainError::invalid(
+            "name",
+            "must be at most 128 characters",
+        ));
     }
     if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid("name", "must not contain control characters"));
+        return Err(DomainError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -105,11 +111,16 @@ pub fn validate_contact(contact: &str) -> Result<String, DomainError> {
             "must be at most 256 characters without spaces or control characters",
         ));
     }
-    let is_email = c
-        .split_once('@')
-        .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
+    let is_email = c.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains('@')
+    });
     let is_channel = c.starts_with('#') && c.len() > 1
-        || c.split_once(":#").is_some_and(|(sys, ch)| !sys.is_empty() && !ch.is_empty());
+        || c.split_once(":#")
+            .is_some_and(|(sys, ch)| !sys.is_empty() && !ch.is_empty());
     let is_url = c.starts_with("https://") || c.starts_with("mailto:");
     if is_email || is_channel || is_url {
         Ok(c.to_owned())
@@ -127,7 +138,13 @@ mod tests {
 
     #[test]
     fn contacts() {
-        for ok in ["a@b.io", "payments@example.com", "#ops", "slack:#payments", "https://x.example/oncall"] {
+        for ok in [
+            "a@b.io",
+            "payments@example.com",
+            "#ops",
+            "slack:#payments",
+            "https://x.example/oncall",
+        ] {
             assert!(validate_contact(ok).is_ok(), "{ok}");
         }
         for bad in ["", "nobody", "a@b", "@b.com", "a b@c.d", "#", "a@.com"] {

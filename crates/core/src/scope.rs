@@ -48,7 +48,11 @@ pub fn normalize_scopes(scopes: &[String]) -> Result<Vec<String>, DomainError> {
 
 /// Parses a space-separated `scope` parameter. Empty or whitespace-only yields an empty list.
 pub fn parse_scope_param(param: &str) -> Result<Vec<String>, DomainError> {
-    let parts: Vec<String> = param.split(' ').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+    let parts: Vec<String> = param
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
     normalize_scopes(&parts)
 }
 
@@ -91,6 +95,9 @@ mod tests {
         assert!(is_subset(&p, &v(&["a", "b", "c"])));
         assert!(!is_subset(&v(&["a", "d"]), &v(&["a", "b"])));
         assert!(is_subset(&[], &v(&["a"])));
-        assert_eq!(intersect(&v(&["a", "b", "c"]), &v(&["c", "a"])), v(&["a", "c"]));
+        assert_eq!(
+            intersect(&v(&["a", "b", "c"]), &v(&["c", "a"])),
+            v(&["a", "c"])
+        );
     }
 }

@@ -62,7 +62,11 @@ pub struct OwnerView {
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub departed_at: Option<OffsetDateTime>,
 }
 
@@ -184,7 +188,12 @@ pub struct IdentityView {
 }
 
 impl IdentityView {
-    pub fn new(i: &Identity, trust_domain: &str, token_lifetime_secs: u32, now: OffsetDateTime) -> Self {
+    pub fn new(
+        i: &Identity,
+        trust_domain: &str,
+        token_lifetime_secs: u32,
+        now: OffsetDateTime,
+    ) -> Self {
         Self {
             id: i.id,
             name: i.name.clone(),
@@ -268,9 +277,17 @@ pub struct CredentialView {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_used_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub revoked_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoke_reason: Option<String>,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use steward_core::AuditRecord;
 use steward_crypto::merkle::{self, CompactTree, Hash};
-use steward_store::{CheckpointRecord, Change, Mutation, Store};
+use steward_store::{Change, CheckpointRecord, Mutation, Store};
 
 use crate::error::ServiceError;
 use crate::state::Inner;
@@ -13,10 +13,10 @@ impl Inner {
     /// The newest checkpoint, signing a new one first when the log has grown since.
     pub async fn checkpoint(&self) -> Result<CheckpointRecord, ServiceError> {
         let head = self.store.audit_head().await?;
-        if let Some(cp) = self.store.latest_checkpoint().await? {
-            if cp.size == head.size {
-                return Ok(cp);
-            }
+        if let Some(cp) = self.store.latest_checkpoint().await?
+            && cp.size == head.size
+        {
+            return Ok(cp);
         }
         let leaves = self.store.audit_leaf_hashes(head.size).await?;
         let size = leaves.len() as u64;
@@ -32,7 +32,11 @@ impl Inner {
             note,
             created_at: self.now(),
         };
-        match self.store.commit(Change::new().with(Mutation::PutCheckpoint(cp.clone()))).await {
+        match self
+            .store
+            .commit(Change::new().with(Mutation::PutCheckpoint(cp.clone())))
+            .await
+        {
             Ok(_) | Err(steward_store::StoreError::Conflict(_)) => Ok(cp),
             Err(e) => Err(e.into()),
         }
@@ -49,14 +53,19 @@ impl Inner {
     }
 
     /// RFC 6962 inclusion proof of record `seq` in the latest checkpoint.
-    pub async fn inclusion_proof(&self, seq: u64) -> Result<steward_proto::InclusionProofView, ServiceError> {
+    pub async fn inclusion_proof(
+        &self,
+        seq: u64,
+    ) -> Result<steward_proto::InclusionProofView, ServiceError> {
         let cp = self.checkpoint().await?;
         if seq == 0 || seq > cp.size {
             return Err(ServiceError::not_found(format!("audit record {seq}")));
         }
         let leaves = self.store.audit_leaf_hashes(cp.size).await?;
-        let index = usize::try_from(seq - 1).map_err(|_| ServiceError::invalid("seq out of range"))?;
-        let proof = merkle::inclusion_proof(&leaves, index).ok_or_else(|| ServiceError::not_found(format!("audit record {seq}")))?;
+        let index =
+            usize::try_from(seq - 1).map_err(|_| ServiceError::invalid("seq out of range"))?;
+        let proof = merkle::inclusion_proof(&leaves, index)
+            .ok_or_else(|| ServiceError::not_found(format!("audit record {seq}")))?;
         let hex = steward_core::audit::hex32::encode;
         Ok(steward_proto::InclusionProofView {
             seq,
@@ -119,30 +128,49 @@ impl Verifier {
         let expected = self.next_seq;
         if r.seq != expected {
             let why = if r.seq > expected {
-                format!("record {expected} is missing (deleted); the next stored record is {}", r.seq)
+                format!(
+                    "record {expected} is missing (deleted); the next stored record is {}",
+                    r.seq
+                )
             } else {
-                format!("record {} appears out of order after record {}", r.seq, expected - 1)
+                format!(
+                    "record {} appears out of order after record {}",
+                    r.seq,
+                    expected - 1
+                )
             };
             self.first_bad = Some((expected, why));
             return false;
         }
         let leaf = merkle::leaf_hash(&r.event.canonical_bytes(r.seq));
         if leaf != r.leaf_hash {
-            self.first_bad = Some((r.seq, format!("record {} was modified: its content does not match its hash", r.seq)));
+            self.first_bad = Some((
+                r.seq,
+                format!(
+                    "record {} was modified: its content does not match its hash",
+                    r.seq
+                ),
+            ));
             return false;
         }
         let chain = merkle::chain_hash(&self.prev_chain, &leaf);
         if chain != r.chain_hash {
-            self.first_bad = Some((r.seq, format!("hash chain broken at record {} (records reordered or rewritten)", r.seq)));
+            self.first_bad = Some((
+                r.seq,
+                format!(
+                    "hash chain broken at record {} (records reordered or rewritten)",
+                    r.seq
+                ),
+            ));
             return false;
         }
         self.prev_chain = chain;
         self.tree.push(leaf);
         self.next_seq += 1;
-        if let Some((size, _)) = self.checkpoint {
-            if self.tree.size() == size {
-                self.root_at_checkpoint = Some(self.tree.root());
-            }
+        if let Some((size, _)) = self.checkpoint
+            && self.tree.size() == size
+        {
+            self.root_at_checkpoint = Some(self.tree.root());
         }
         true
     }
@@ -150,31 +178,40 @@ impl Verifier {
     /// Final verdict. `head` is the store's own record of the log size and chain head, if available.
     pub fn finish(mut self, head: Option<(u64, Hash)>) -> VerifyReport {
         let records = self.tree.size();
-        if self.first_bad.is_none() {
-            if let Some((size, root)) = self.checkpoint {
-                if records < size {
-                    self.first_bad = Some((
-                        records + 1,
-                        format!("log truncated: the checkpoint commits to {size} records but only {records} remain"),
-                    ));
-                } else if self.root_at_checkpoint != Some(root) {
-                    self.first_bad = Some((
-                        0,
-                        format!("the first {size} records do not match the checkpoint's root hash (log rewritten)"),
-                    ));
-                }
+        if self.first_bad.is_none()
+            && let Some((size, root)) = self.checkpoint
+        {
+            if records < size {
+                self.first_bad = Some((
+                    records + 1,
+                    format!(
+                        "log truncated: the checkpoint commits to {size} records but only {records} remain"
+                    ),
+                ));
+            } else if self.root_at_checkpoint != Some(root) {
+                self.first_bad = Some((
+                    0,
+                    format!(
+                        "the first {size} records do not match the checkpoint's root hash (log rewritten)"
+                    ),
+                ));
             }
         }
-        if self.first_bad.is_none() {
-            if let Some((size, chain)) = head {
-                if size > records {
-                    self.first_bad = Some((
-                        records + 1,
-                        format!("log truncated: the log head records {size} entries but only {records} remain"),
-                    ));
-                } else if size == records && chain != self.prev_chain {
-                    self.first_bad = Some((records, "the log head does not match the last record's chain hash".into()));
-                }
+        if self.first_bad.is_none()
+            && let Some((size, chain)) = head
+        {
+            if size > records {
+                self.first_bad = Some((
+                    records + 1,
+                    format!(
+                        "log truncated: the log head records {size} entries but only {records} remain"
+                    ),
+                ));
+            } else if size == records && chain != self.prev_chain {
+                self.first_bad = Some((
+                    records,
+                    "the log head does not match the last record's chain hash".into(),
+                ));
             }
         }
         let (first_bad_seq, problem) = match self.first_bad {
@@ -194,7 +231,10 @@ impl Verifier {
 }
 
 /// Verifies the whole log held by `store`, optionally against a trusted checkpoint.
-pub async fn verify_store(store: &dyn Store, checkpoint: Option<(u64, Hash)>) -> Result<VerifyReport, ServiceError> {
+pub async fn verify_store(
+    store: &dyn Store,
+    checkpoint: Option<(u64, Hash)>,
+) -> Result<VerifyReport, ServiceError> {
     let mut v = Verifier::new(checkpoint);
     let mut from = 1u64;
     loop {
@@ -225,10 +265,13 @@ pub fn trusted_checkpoint(json_or_note: &str, vkey: Option<&str>) -> Result<(u64
         Ok(v) => (v.note, vkey.map(str::to_owned).unwrap_or(v.verifier_key)),
         Err(_) => (
             json_or_note.to_owned(),
-            vkey.ok_or("a raw signed note needs --verifier-key")?.to_owned(),
+            vkey.ok_or("a raw signed note needs --verifier-key")?
+                .to_owned(),
         ),
     };
-    let body = steward_crypto::note::verify_note(&note, &key).map_err(|e| format!("checkpoint signature: {e}"))?;
-    let (_, size, root) = steward_crypto::note::parse_checkpoint(&body).map_err(|e| format!("checkpoint body: {e}"))?;
+    let body = steward_crypto::note::verify_note(&note, &key)
+        .map_err(|e| format!("checkpoint signature: {e}"))?;
+    let (_, size, root) = steward_crypto::note::parse_checkpoint(&body)
+        .map_err(|e| format!("checkpoint body: {e}"))?;
     Ok((size, root))
 }

@@ -30,25 +30,37 @@ pub struct Bootstrapped {
 }
 
 /// Loads the master key from `STEWARD_MASTER_KEY` or `DATA_DIR/master.key` (created 0600 if absent).
-pub fn load_master_key(config: &ServerConfig, from_env: Option<&str>) -> Result<MasterKey, ServiceError> {
+pub fn load_master_key(
+    config: &ServerConfig,
+    from_env: Option<&str>,
+) -> Result<MasterKey, ServiceError> {
     if let Some(k) = from_env {
-        return MasterKey::from_base64(k).map_err(|e| ServiceError::Internal(format!("STEWARD_MASTER_KEY: {e}")));
+        return MasterKey::from_base64(k)
+            .map_err(|e| ServiceError::Internal(format!("STEWARD_MASTER_KEY: {e}")));
     }
     let path = config.data_dir.join("master.key");
-    let (key, created) = MasterKey::load_or_create(&path).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let (key, created) =
+        MasterKey::load_or_create(&path).map_err(|e| ServiceError::Internal(e.to_string()))?;
     if created {
         tracing::info!(path = %path.display(), "created a new master key");
     }
     Ok(key)
 }
 
-async fn setting_once(store: &dyn Store, key: &str, make: impl FnOnce() -> Result<String, ServiceError>) -> Result<String, ServiceError> {
+async fn setting_once(
+    store: &dyn Store,
+    key: &str,
+    make: impl FnOnce() -> Result<String, ServiceError>,
+) -> Result<String, ServiceError> {
     if let Some(v) = store.get_setting(key).await? {
         return Ok(v);
     }
     let value = make()?;
     match store
-        .commit(Change::new().with(Mutation::InsertSetting { key: key.into(), value: value.clone() }))
+        .commit(Change::new().with(Mutation::InsertSetting {
+            key: key.into(),
+            value: value.clone(),
+        }))
         .await
     {
         Ok(_) => Ok(value),
@@ -90,15 +102,19 @@ pub async fn bootstrap(
 
     let note_name = format!("steward-{}", config.trust_domain);
     let sealed = setting_once(store, "audit_note_key", || {
-        let (_, pkcs8) = NoteSigner::generate(&note_name).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(steward_crypto::b64::std_encode(&master.seal(b"steward/audit-note-key", &pkcs8)))
+        let (_, pkcs8) =
+            NoteSigner::generate(&note_name).map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(steward_crypto::b64::std_encode(
+            &master.seal(b"steward/audit-note-key", &pkcs8),
+        ))
     })
     .await?;
     let pkcs8 = steward_crypto::b64::std_decode(&sealed)
         .ok()
         .and_then(|s| master.open(b"steward/audit-note-key", &s).ok())
         .ok_or_else(|| ServiceError::Internal("cannot unseal the audit note key".into()))?;
-    let note_signer = NoteSigner::from_pkcs8(&note_name, &pkcs8).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let note_signer = NoteSigner::from_pkcs8(&note_name, &pkcs8)
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
 
     let (admin_identity, credentials_file) = match store.get_setting("admin_identity").await? {
         Some(id) => (Uuid::parse_str(&id).ok(), None),
@@ -120,8 +136,19 @@ async fn create_admin(
     master: &MasterKey,
     now: OffsetDateTime,
 ) -> Result<(Option<Uuid>, Option<PathBuf>), ServiceError> {
-    let owner = Owner::new(Uuid::now_v7(), "steward-operators", OwnerKind::Team, &config.admin_contact, now)?;
-    let env = config.registry.environments.first().cloned().unwrap_or_else(|| "prod".into());
+    let owner = Owner::new(
+        Uuid::now_v7(),
+        "steward-operators",
+        OwnerKind::Team,
+        &config.admin_contact,
+        now,
+    )?;
+    let env = config
+        .registry
+        .environments
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "prod".into());
     let identity = Identity::create(
         Uuid::now_v7(),
         NewIdentity {
@@ -130,7 +157,11 @@ async fn create_admin(
             owner_id: owner.id,
             purpose: "Bootstrap administrator of this Steward deployment".into(),
             environment: env,
-            expires_at: Some(now + config.registry.max_identity_lifetime(IdentityKind::ServiceAccount)),
+            expires_at: Some(
+                now + config
+                    .registry
+                    .max_identity_lifetime(IdentityKind::ServiceAccount),
+            ),
             scopes: vec![ADMIN_SCOPE.into()],
             default_scopes: Some(vec![ADMIN_SCOPE.into()]),
             ..Default::default()
@@ -151,7 +182,13 @@ async fn create_admin(
         jwk: None,
         fingerprint: steward_crypto::b64::url_encode(&hash[..9]),
         created_at: now,
-        expires_at: Credential::expiry_for(CredentialKind::ApiKey, None, &identity, &config.registry, now)?,
+        expires_at: Credential::expiry_for(
+            CredentialKind::ApiKey,
+            None,
+            &identity,
+            &config.registry,
+            now,
+        )?,
         last_used_at: None,
         revoked_at: None,
         revoke_reason: None,
@@ -168,7 +205,9 @@ async fn create_admin(
         ca_bundle: None,
     };
     let final_path = config.data_dir.join(ADMIN_CREDENTIALS_FILE);
-    let tmp_path = config.data_dir.join(format!(".{ADMIN_CREDENTIALS_FILE}.tmp"));
+    let tmp_path = config
+        .data_dir
+        .join(format!(".{ADMIN_CREDENTIALS_FILE}.tmp"));
     write_private_file(&tmp_path, &file)?;
     let ev = |action: &str, target: String| {
         steward_core::AuditEvent::new(now, "system", action, Outcome::Success)
@@ -202,7 +241,10 @@ async fn create_admin(
         Err(StoreError::Conflict(_)) => {
             // Another node bootstrapped concurrently; its admin serves.
             let _ = std::fs::remove_file(&tmp_path);
-            let id = store.get_setting("admin_identity").await?.and_then(|s| Uuid::parse_str(&s).ok());
+            let id = store
+                .get_setting("admin_identity")
+                .await?
+                .and_then(|s| Uuid::parse_str(&s).ok());
             Ok((id, None))
         }
         Err(e) => {
@@ -225,7 +267,8 @@ pub fn write_private_file(path: &Path, value: &impl serde::Serialize) -> Result<
     let mut f = opts
         .open(path)
         .map_err(|e| ServiceError::Internal(format!("cannot create {}: {e}", path.display())))?;
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| ServiceError::Internal(e.to_string()))?;
     f.write_all(&bytes)
         .and_then(|_| f.write_all(b"\n"))
         .and_then(|_| f.sync_all())

@@ -69,10 +69,18 @@ impl From<ServiceError> for ApiError {
         use StatusCode as S;
         match e {
             ServiceError::Domain(d) => match d {
-                DomainError::Invalid { .. } => Self::new(S::BAD_REQUEST, "invalid_request", d.to_string()),
-                DomainError::IllegalTransition { .. } => Self::new(S::CONFLICT, "illegal_transition", d.to_string()),
-                DomainError::SeparationOfDuties(_) => Self::new(S::FORBIDDEN, "separation_of_duties", d.to_string()),
-                DomainError::OwnerDeparted(_) => Self::new(S::CONFLICT, "owner_departed", d.to_string()),
+                DomainError::Invalid { .. } => {
+                    Self::new(S::BAD_REQUEST, "invalid_request", d.to_string())
+                }
+                DomainError::IllegalTransition { .. } => {
+                    Self::new(S::CONFLICT, "illegal_transition", d.to_string())
+                }
+                DomainError::SeparationOfDuties(_) => {
+                    Self::new(S::FORBIDDEN, "separation_of_duties", d.to_string())
+                }
+                DomainError::OwnerDeparted(_) => {
+                    Self::new(S::CONFLICT, "owner_departed", d.to_string())
+                }
                 DomainError::Conflict(_) => Self::new(S::CONFLICT, "conflict", d.to_string()),
             },
             ServiceError::Store(s) => match s {
@@ -81,14 +89,24 @@ impl From<ServiceError> for ApiError {
                 StoreError::NotFound(m) => Self::new(S::NOT_FOUND, "not_found", m),
                 StoreError::Unavailable(_) => {
                     tracing::error!(error = %s, "storage unavailable");
-                    Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "storage is unavailable; retry later")
+                    Self::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "storage is unavailable; retry later",
+                    )
                 }
                 StoreError::Corrupt(_) | StoreError::Backend(_) => {
                     tracing::error!(error = %s, "storage failure");
-                    Self::new(S::INTERNAL_SERVER_ERROR, "internal", "internal storage error")
+                    Self::new(
+                        S::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "internal storage error",
+                    )
                 }
             },
-            ServiceError::NotFound(w) => Self::new(S::NOT_FOUND, "not_found", format!("{w} not found")),
+            ServiceError::NotFound(w) => {
+                Self::new(S::NOT_FOUND, "not_found", format!("{w} not found"))
+            }
             ServiceError::Invalid(m) => Self::new(S::BAD_REQUEST, "invalid_request", m),
             ServiceError::Unauthorized(m) => Self::new(S::UNAUTHORIZED, "unauthorized", m),
             ServiceError::Forbidden(m) => Self::new(S::FORBIDDEN, "forbidden", m),
@@ -114,8 +132,10 @@ impl IntoResponse for ApiError {
             );
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
         }
         resp
     }

@@ -13,10 +13,8 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
     vec![
         spawn_every(state.clone(), Duration::from_secs(1), |s| async move {
             let due = s.now() >= s.ring().valid_until;
-            if due {
-                if let Err(e) = s.reload_ring().await {
-                    tracing::warn!(error = %e, "key ring reload failed");
-                }
+            if due && let Err(e) = s.reload_ring().await {
+                tracing::warn!(error = %e, "key ring reload failed");
             }
             let ok = s.store.ping().await.is_ok();
             if ok != s.is_ready() {
@@ -24,21 +22,29 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
                 s.set_ready(ok);
             }
         }),
-        spawn_every(state.clone(), Duration::from_secs(60), move |s| async move {
-            match crate::keys::ensure_schedule(s.store.as_ref(), &s.master, schedule, s.now()).await {
-                Ok(true) => {
-                    if let Err(e) = s.reload_ring().await {
-                        tracing::warn!(error = %e, "key ring reload failed");
+        spawn_every(
+            state.clone(),
+            Duration::from_secs(60),
+            move |s| async move {
+                match crate::keys::ensure_schedule(s.store.as_ref(), &s.master, schedule, s.now())
+                    .await
+                {
+                    Ok(true) => {
+                        if let Err(e) = s.reload_ring().await {
+                            tracing::warn!(error = %e, "key ring reload failed");
+                        }
                     }
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "signing-key rotation check failed"),
                 }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "signing-key rotation check failed"),
-            }
-            if let Err(e) = s.store.purge_expired(s.now()).await {
-                tracing::warn!(error = %e, "purging expired one-time values failed");
-            }
+                if let Err(e) = s.store.purge_expired(s.now()).await {
+                    tracing::warn!(error = %e, "purging expired one-time values failed");
+                }
+            },
+        ),
+        spawn_every(state.clone(), Duration::from_secs(5), |s| async move {
+            flush_usage(&s).await
         }),
-        spawn_every(state.clone(), Duration::from_secs(5), |s| async move { flush_usage(&s).await }),
         spawn_every(
             state.clone(),
             Duration::from_secs(state.config.checkpoint_interval_secs.max(1)),
@@ -59,7 +65,10 @@ pub async fn flush_usage(s: &AppState) {
     }
     let mut change = Change::new();
     for (id, used_at) in &usage {
-        change = change.with(Mutation::TouchCredential { id: *id, used_at: *used_at });
+        change = change.with(Mutation::TouchCredential {
+            id: *id,
+            used_at: *used_at,
+        });
     }
     if let Err(e) = s.store.commit(change).await {
         tracing::warn!(error = %e, n = usage.len(), "could not record credential use; will retry");

@@ -81,14 +81,19 @@ async fn create_key(
         deactivates_at,
         publish_until: deactivates_at + schedule.overlap,
     };
-    let event = steward_core::AuditEvent::new(record.created_at, "system", "signing_key.create", steward_core::Outcome::Success)
-        .target(format!("signing_key:{kid}"))
-        .details(serde_json::json!({
-            "kid": kid,
-            "alg": record.alg,
-            "activates_at": steward_core::to_micros(activates_at),
-            "deactivates_at": steward_core::to_micros(deactivates_at),
-        }));
+    let event = steward_core::AuditEvent::new(
+        record.created_at,
+        "system",
+        "signing_key.create",
+        steward_core::Outcome::Success,
+    )
+    .target(format!("signing_key:{kid}"))
+    .details(serde_json::json!({
+        "kid": kid,
+        "alg": record.alg,
+        "activates_at": steward_core::to_micros(activates_at),
+        "deactivates_at": steward_core::to_micros(deactivates_at),
+    }));
     let change = Change::new()
         .with(Mutation::InsertSetting {
             key: format!("signing_key_slot:{}", steward_core::to_micros(activates_at)),
@@ -105,7 +110,11 @@ async fn create_key(
 }
 
 /// Builds the key ring from stored keys at `now`.
-pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: OffsetDateTime) -> Result<KeyRing, ServiceError> {
+pub async fn load_ring(
+    store: &dyn Store,
+    master: &MasterKey,
+    now: OffsetDateTime,
+) -> Result<KeyRing, ServiceError> {
     let keys = store.list_signing_keys().await?;
     let current = keys
         .iter()
@@ -116,7 +125,9 @@ pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: OffsetDateTim
         .map_err(|e| ServiceError::Internal(format!("stored key has unknown alg: {e}")))?;
     let pkcs8 = master
         .open(&seal_aad(&current.kid), &current.sealed_private_key)
-        .map_err(|_| ServiceError::Internal("cannot unseal the signing key: wrong master key?".into()))?;
+        .map_err(|_| {
+            ServiceError::Internal("cannot unseal the signing key: wrong master key?".into())
+        })?;
     let signer = SigningKey::from_pkcs8(alg, current.kid.clone(), &pkcs8)
         .map_err(|e| ServiceError::Internal(format!("stored signing key is invalid: {e}")))?;
     let published: Vec<&SigningKeyRecord> = keys
@@ -130,7 +141,11 @@ pub async fn load_ring(store: &dyn Store, master: &MasterKey, now: OffsetDateTim
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let mut valid_until = current.deactivates_at;
     for k in &keys {
-        for t in [k.activates_at, k.publish_until + Duration::microseconds(1), k.created_at] {
+        for t in [
+            k.activates_at,
+            k.publish_until + Duration::microseconds(1),
+            k.created_at,
+        ] {
             if t > now && t < valid_until {
                 valid_until = t;
             }

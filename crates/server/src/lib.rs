@@ -79,9 +79,15 @@ pub enum StartError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot use data directory {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot open the database: {0}")]
     Store(#[from] steward_store::StoreError),
     #[error("{0}")]
@@ -105,26 +111,39 @@ pub fn install_crypto_provider() {
 }
 
 /// Binds, opens the store, bootstraps on first start, and starts serving in the background.
-pub async fn start(mut config: ServerConfig, opts: StartOptions) -> Result<RunningServer, StartError> {
+pub async fn start(
+    mut config: ServerConfig,
+    opts: StartOptions,
+) -> Result<RunningServer, StartError> {
     install_crypto_provider();
     config.validate().map_err(StartError::Config)?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Bind { addr: config.listen, source })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
     config.listen = addr;
     if config.database_url.is_none() || opts.master_key.is_none() {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        create_private_dir(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
     }
     let store = steward_store::open(&config.store_url()).await?;
+    if config.database_url.is_none() {
+        restrict_files(&config.data_dir, "steward.db");
+    }
     let clock = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
     let master = bootstrap::load_master_key(&config, opts.master_key.as_deref())?;
     let boot = bootstrap::bootstrap(&config, store.as_ref(), master, clock.now()).await?;
     let schedule = keys::Schedule {
-        alg: steward_crypto::jws::SigningAlg::parse(&config.signing_alg).map_err(|e| StartError::Config(e.to_string()))?,
+        alg: steward_crypto::jws::SigningAlg::parse(&config.signing_alg)
+            .map_err(|e| StartError::Config(e.to_string()))?,
         period: time::Duration::days(i64::from(config.key_rotation_days)),
         overlap: time::Duration::seconds(i64::from(config.registry.max_token_lifetime_secs) + 120),
     };
@@ -146,7 +165,10 @@ pub async fn start(mut config: ServerConfig, opts: StartOptions) -> Result<Runni
         identities: cache::TtlCache::new(100_000, ttl),
         credentials: cache::TtlCache::new(100_000, ttl),
         usage: Mutex::new(Default::default()),
-        limiter: ratelimit::FailureLimiter::new(config.auth_failure_limit, Duration::from_secs(config.auth_lockout_secs)),
+        limiter: ratelimit::FailureLimiter::new(
+            config.auth_failure_limit,
+            Duration::from_secs(config.auth_lockout_secs),
+        ),
         metrics: metrics_handle(),
         ready: AtomicBool::new(true),
         bootstrap_admin: boot.admin_identity,
@@ -172,6 +194,33 @@ pub async fn start(mut config: ServerConfig, opts: StartOptions) -> Result<Runni
         serve,
         jobs,
     })
+}
+
+/// Creates the data directory readable by its owner only (0700 on Unix).
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes the database file and its WAL/SHM companions owner-only (0600 on Unix).
+fn restrict_files(dir: &std::path::Path, prefix: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    let _ =
+                        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(0o600));
+                }
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -45,11 +45,17 @@ impl FailureLimiter {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
             let window = self.window;
-            map.retain(|_, e| now.duration_since(e.window_start) < window || e.locked_until.is_some_and(|u| u > now));
-            if map.len() >= MAX_KEYS {
-                if let Some(oldest) = map.iter().min_by_key(|(_, e)| e.window_start).map(|(k, _)| k.clone()) {
-                    map.remove(&oldest);
-                }
+            map.retain(|_, e| {
+                now.duration_since(e.window_start) < window
+                    || e.locked_until.is_some_and(|u| u > now)
+            });
+            if map.len() >= MAX_KEYS
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.window_start)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
             }
         }
         let e = map.entry(key.to_owned()).or_insert(Entry {

@@ -86,7 +86,10 @@ impl Inner {
         }
     }
 
-    pub async fn credential_by_hash(&self, hash: [u8; 32]) -> Result<Option<Arc<Credential>>, ServiceError> {
+    pub async fn credential_by_hash(
+        &self,
+        hash: [u8; 32],
+    ) -> Result<Option<Arc<Credential>>, ServiceError> {
         if let Some(c) = self.credentials.get(&hash) {
             return Ok(Some(c));
         }
@@ -105,7 +108,11 @@ impl Inner {
     }
 
     pub fn invalidate_credential(&self, c: &Credential) {
-        if let Some(h) = c.secret_hash.as_deref().and_then(|h| <[u8; 32]>::try_from(h).ok()) {
+        if let Some(h) = c
+            .secret_hash
+            .as_deref()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        {
             self.credentials.remove(&h);
         }
     }

@@ -60,10 +60,16 @@ pub(crate) struct Stmt<'a> {
 
 impl<'a> Stmt<'a> {
     pub(crate) fn new(sql: &'static str) -> Self {
-        Self { sql: SqlText::Static(sql), args: Vec::new() }
+        Self {
+            sql: SqlText::Static(sql),
+            args: Vec::new(),
+        }
     }
     pub(crate) fn shared(sql: Arc<str>, capacity: usize) -> Self {
-        Self { sql: SqlText::Shared(sql), args: Vec::with_capacity(capacity) }
+        Self {
+            sql: SqlText::Shared(sql),
+            args: Vec::with_capacity(capacity),
+        }
     }
     pub(crate) fn arg(mut self, arg: Arg<'a>) -> Self {
         self.args.push(arg);
@@ -126,7 +132,11 @@ pub(crate) struct SqlBuilder<'a, D: Dialect> {
 
 impl<'a, D: Dialect> SqlBuilder<'a, D> {
     pub(crate) fn new(head: &'static str) -> Self {
-        Self { sql: head.to_owned(), args: Vec::new(), _dialect: std::marker::PhantomData }
+        Self {
+            sql: head.to_owned(),
+            args: Vec::new(),
+            _dialect: std::marker::PhantomData,
+        }
     }
     /// Appends a constant SQL fragment.
     pub(crate) fn sql(&mut self, fragment: &'static str) -> &mut Self {
@@ -140,7 +150,10 @@ impl<'a, D: Dialect> SqlBuilder<'a, D> {
         self
     }
     pub(crate) fn build(self) -> Stmt<'a> {
-        Stmt { sql: SqlText::Built(self.sql), args: self.args }
+        Stmt {
+            sql: SqlText::Built(self.sql),
+            args: self.args,
+        }
     }
 }
 
@@ -189,10 +202,19 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     fn placeholder(sql: &mut String, n: usize);
 
     /// Runs a multi-statement script without arguments (migrations).
-    fn exec_script(conn: &mut Conn<Self>, sql: &'static str) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+    fn exec_script(
+        conn: &mut Conn<Self>,
+        sql: &'static str,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
     /// Runs a statement; returns the number of rows affected.
-    fn exec(conn: &mut Conn<Self>, stmt: Stmt<'_>) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
-    fn fetch_all(conn: &mut Conn<Self>, stmt: Stmt<'_>) -> impl Future<Output = Result<Vec<Row<Self>>, sqlx::Error>> + Send;
+    fn exec(
+        conn: &mut Conn<Self>,
+        stmt: Stmt<'_>,
+    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+    fn fetch_all(
+        conn: &mut Conn<Self>,
+        stmt: Stmt<'_>,
+    ) -> impl Future<Output = Result<Vec<Row<Self>>, sqlx::Error>> + Send;
     fn fetch_optional(
         conn: &mut Conn<Self>,
         stmt: Stmt<'_>,
@@ -303,7 +325,9 @@ macro_rules! signing_key_columns {
         "kid, alg, sealed_private_key, public_jwk, created_at, activates_at, deactivates_at, publish_until"
     };
 }
-pub(crate) use {audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns};
+pub(crate) use {
+    audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns,
+};
 
 /// Number of columns of one audit row, for sizing multi-row inserts.
 pub(crate) const AUDIT_COLUMN_COUNT: usize = 13;

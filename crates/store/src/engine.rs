@@ -1,5 +1,5 @@
-//! The [`Store`] implementation shared by both backends: reads run on a connection pool, every
-//! write goes through the group-commit [`Writer`]; only SQL text and drivers differ per backend.
+//! The [`Store`] implementation shared by both backends: reads run on a connection pool, changes
+//! go through the group-commit [`Writer`]; only SQL text and driver glue differ per backend.
 
 use async_trait::async_trait;
 use sqlx::Pool;
@@ -15,8 +15,8 @@ use crate::ops::{self, Claim, db_error};
 use crate::rows::{self, Cols, owner_status_str};
 use crate::writer::Writer;
 use crate::{
-    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page, SigningKeyRecord, Store,
-    StoreError,
+    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page,
+    SigningKeyRecord, Store, StoreError,
 };
 
 /// Page size when a query asks for none.
@@ -24,6 +24,7 @@ const DEFAULT_PAGE: u32 = 100;
 /// Largest page a query may ask for.
 const MAX_PAGE: u32 = 1000;
 
+/// A [`Store`] over one SQL backend.
 pub(crate) struct SqlStore<D: Dialect> {
     /// Connections for reads and, unless the backend allows a single writer only, for
     /// independent one-statement writes (one-time claims, purges).
@@ -54,7 +55,9 @@ impl<D: Dialect> SqlStore<D> {
         map: impl FnOnce(&crate::dialect::Row<D>) -> Result<T, StoreError>,
     ) -> Result<Option<T>, StoreError> {
         let mut conn = self.conn().await?;
-        let row = D::fetch_optional(&mut conn, stmt).await.map_err(db_error::<D>)?;
+        let row = D::fetch_optional(&mut conn, stmt)
+            .await
+            .map_err(db_error::<D>)?;
         row.as_ref().map(map).transpose()
     }
 
@@ -77,8 +80,8 @@ fn page_size(limit: u32) -> u32 {
     }
 }
 
-/// Ends a listing query with the cursor order and a limit one past the page, then cuts the
-/// extra row off: it only tells whether another page follows.
+/// Listing queries fetch one row more than the page holds; that row only tells whether another
+/// page follows, and is cut off here.
 fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
     let size = size as usize;
     let next = if items.len() > size {
@@ -91,7 +94,7 @@ fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -
 }
 
 /// A LIKE pattern matching `s` anywhere, with the wildcards in `s` escaped (escape char `\`).
-pub(crate) fn contains_pattern(s: &str) -> String {
+fn contains_pattern(s: &str) -> String {
     let mut p = String::with_capacity(s.len() + 2);
     p.push('%');
     for c in s.chars() {
@@ -106,15 +109,18 @@ pub(crate) fn contains_pattern(s: &str) -> String {
 
 /// How an audit `action` filter matches.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum ActionFilter<'a> {
+enum ActionFilter<'a> {
     Exact(&'a str),
     /// Actions in `[from, to)`; `to` is `None` when no string bounds the prefix from above.
-    Prefix { from: &'a str, to: Option<String> },
+    Prefix {
+        from: &'a str,
+        to: Option<String>,
+    },
     Any,
 }
 
 /// `token.` and `token.*` match every action starting with `token.`; anything else matches exactly.
-pub(crate) fn action_filter(action: &str) -> ActionFilter<'_> {
+fn action_filter(action: &str) -> ActionFilter<'_> {
     let prefix = if let Some(p) = action.strip_suffix('*') {
         p
     } else if action.ends_with('.') {
@@ -125,7 +131,10 @@ pub(crate) fn action_filter(action: &str) -> ActionFilter<'_> {
     if prefix.is_empty() {
         return ActionFilter::Any;
     }
-    ActionFilter::Prefix { from: prefix, to: prefix_successor(prefix) }
+    ActionFilter::Prefix {
+        from: prefix,
+        to: prefix_successor(prefix),
+    }
 }
 
 /// The least string greater than every string starting with `prefix` (in code point order, which
@@ -160,41 +169,63 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_stopped() {
+            return Err(StoreError::Unavailable(
+                "the storage writer has stopped".into(),
+            ));
+        }
         let mut conn = self.conn().await?;
-        D::fetch_optional(&mut conn, Stmt::new(D::SQL.ping)).await.map_err(db_error::<D>)?;
+        D::fetch_optional(&mut conn, Stmt::new(D::SQL.ping))
+            .await
+            .map_err(db_error::<D>)?;
         Ok(())
     }
 
     async fn get_owner(&self, id: Uuid) -> Result<Option<Owner>, StoreError> {
-        self.one(Stmt::new(D::SQL.get_owner).uuid(id), rows::owner::<D>).await
+        self.one(Stmt::new(D::SQL.get_owner).uuid(id), rows::owner::<D>)
+            .await
     }
 
     async fn list_owners(&self, q: &OwnerQuery) -> Result<Page<Owner>, StoreError> {
         let size = page_size(q.limit);
-        let mut b = SqlBuilder::<D>::new(concat!("SELECT ", owner_columns!(), " FROM owners WHERE 1 = 1"));
+        let mut b = SqlBuilder::<D>::new(concat!(
+            "SELECT ",
+            owner_columns!(),
+            " FROM owners WHERE 1 = 1"
+        ));
         if let Some(status) = q.status {
-            b.sql(" AND status = ").arg(Arg::text(owner_status_str(status)));
+            b.sql(" AND status = ")
+                .arg(Arg::text(owner_status_str(status)));
         }
         if let Some(search) = &q.search {
-            b.sql(" AND name ").sql(D::ILIKE).sql(" ").arg(Arg::owned(contains_pattern(search))).sql(" ESCAPE '\\'");
+            b.sql(" AND name ")
+                .sql(D::ILIKE)
+                .sql(" ")
+                .arg(Arg::owned(contains_pattern(search)))
+                .sql(" ESCAPE '\\'");
         }
         if let Some(after) = q.after {
             b.sql(" AND id > ").arg(Arg::uuid(after));
         }
-        b.sql(" ORDER BY id LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        b.sql(" ORDER BY id LIMIT ")
+            .arg(Arg::int(i64::from(size) + 1));
         let items = self.all(b.build(), rows::owner::<D>).await?;
         Ok(finish_page(items, size, |o| o.id.to_string()))
     }
 
     async fn get_identity(&self, id: Uuid) -> Result<Option<Identity>, StoreError> {
-        self.one(Stmt::new(D::SQL.get_identity).uuid(id), rows::identity::<D>).await
+        self.one(Stmt::new(D::SQL.get_identity).uuid(id), rows::identity::<D>)
+            .await
     }
 
     async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, StoreError> {
         let size = page_size(q.limit);
         let now = to_micros(q.now);
-        let mut b =
-            SqlBuilder::<D>::new(concat!("SELECT ", identity_columns!(), " FROM identities WHERE 1 = 1"));
+        let mut b = SqlBuilder::<D>::new(concat!(
+            "SELECT ",
+            identity_columns!(),
+            " FROM identities WHERE 1 = 1"
+        ));
         if let Some(owner) = q.owner_id {
             b.sql(" AND owner_id = ").arg(Arg::uuid(owner));
         }
@@ -213,14 +244,20 @@ impl<D: Dialect> Store for SqlStore<D> {
         match q.status {
             None => {}
             Some(IdentityStatus::Expired) => {
-                b.sql(" AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ")
-                    .arg(Arg::int(now));
+                b.sql(
+                    " AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ",
+                )
+                .arg(Arg::int(now));
             }
             Some(IdentityStatus::Retired) => {
-                b.sql(" AND status = ").arg(Arg::text(IdentityStatus::Retired.as_str()));
+                b.sql(" AND status = ")
+                    .arg(Arg::text(IdentityStatus::Retired.as_str()));
             }
             Some(live) => {
-                b.sql(" AND status = ").arg(Arg::text(live.as_str())).sql(" AND expires_at > ").arg(Arg::int(now));
+                b.sql(" AND status = ")
+                    .arg(Arg::text(live.as_str()))
+                    .sql(" AND expires_at > ")
+                    .arg(Arg::int(now));
             }
         }
         if let Some(search) = &q.search {
@@ -238,35 +275,61 @@ impl<D: Dialect> Store for SqlStore<D> {
         if let Some(after) = q.after {
             b.sql(" AND id > ").arg(Arg::uuid(after));
         }
-        b.sql(" ORDER BY id LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        b.sql(" ORDER BY id LIMIT ")
+            .arg(Arg::int(i64::from(size) + 1));
         let items = self.all(b.build(), rows::identity::<D>).await?;
         Ok(finish_page(items, size, |i| i.id.to_string()))
     }
 
     async fn count_identities(&self) -> Result<u64, StoreError> {
         let n = self
-            .one(Stmt::new(D::SQL.count_identities), |row| Cols::<D>::new(row, "identities").unsigned("n"))
+            .one(Stmt::new(D::SQL.count_identities), |row| {
+                Cols::<D>::new(row, "identities").unsigned("n")
+            })
             .await?;
         Ok(n.unwrap_or(0))
     }
 
     async fn get_credential(&self, id: Uuid) -> Result<Option<Credential>, StoreError> {
-        self.one(Stmt::new(D::SQL.get_credential).uuid(id), rows::credential::<D>).await
+        self.one(
+            Stmt::new(D::SQL.get_credential).uuid(id),
+            rows::credential::<D>,
+        )
+        .await
     }
 
-    async fn find_credential_by_hash(&self, secret_hash: &[u8]) -> Result<Option<Credential>, StoreError> {
-        self.one(Stmt::new(D::SQL.credential_by_hash).bytes(secret_hash), rows::credential::<D>).await
+    async fn find_credential_by_hash(
+        &self,
+        secret_hash: &[u8],
+    ) -> Result<Option<Credential>, StoreError> {
+        self.one(
+            Stmt::new(D::SQL.credential_by_hash).bytes(secret_hash),
+            rows::credential::<D>,
+        )
+        .await
     }
 
     async fn list_credentials(&self, identity_id: Uuid) -> Result<Vec<Credential>, StoreError> {
-        self.all(Stmt::new(D::SQL.credentials_of_identity).uuid(identity_id), rows::credential::<D>).await
+        self.all(
+            Stmt::new(D::SQL.credentials_of_identity).uuid(identity_id),
+            rows::credential::<D>,
+        )
+        .await
     }
 
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        Ok(self.one(Stmt::new(D::SQL.token_revoked).text(jti), |_| Ok(())).await?.is_some())
+        Ok(self
+            .one(Stmt::new(D::SQL.token_revoked).text(jti), |_| Ok(()))
+            .await?
+            .is_some())
     }
 
-    async fn claim_once(&self, namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn claim_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         let claim = Claim::new(namespace, value, expires_at)?;
         if D::SINGLE_WRITER {
             self.writer.claim(claim).await
@@ -290,12 +353,15 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
-        self.all(Stmt::new(D::SQL.list_signing_keys), rows::signing_key::<D>).await
+        self.all(Stmt::new(D::SQL.list_signing_keys), rows::signing_key::<D>)
+            .await
     }
 
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.one(Stmt::new(D::SQL.get_setting).text(key), |row| Cols::<D>::new(row, "settings").text("value"))
-            .await
+        self.one(Stmt::new(D::SQL.get_setting).text(key), |row| {
+            Cols::<D>::new(row, "settings").text("value")
+        })
+        .await
     }
 
     async fn audit_head(&self) -> Result<AuditHead, StoreError> {
@@ -305,7 +371,11 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
         let size = page_size(q.limit);
-        let mut b = SqlBuilder::<D>::new(concat!("SELECT ", audit_columns!(), " FROM audit WHERE 1 = 1"));
+        let mut b = SqlBuilder::<D>::new(concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit WHERE 1 = 1"
+        ));
         if let Some(id) = q.identity_id {
             b.sql(" AND identity_id = ").arg(Arg::uuid(id));
         }
@@ -336,7 +406,8 @@ impl<D: Dialect> Store for SqlStore<D> {
         if let Some(after) = q.after_seq {
             b.sql(" AND seq > ").arg(Arg::int(saturating_i64(after)));
         }
-        b.sql(" ORDER BY seq LIMIT ").arg(Arg::int(i64::from(size) + 1));
+        b.sql(" ORDER BY seq LIMIT ")
+            .arg(Arg::int(i64::from(size) + 1));
         let items = self.all(b.build(), rows::audit_record::<D>).await?;
         Ok(finish_page(items, size, |r| r.seq.to_string()))
     }
@@ -345,7 +416,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let stmt = Stmt::new(D::SQL.audit_range).int(saturating_i64(from_seq)).int(i64::from(limit));
+        let stmt = Stmt::new(D::SQL.audit_range)
+            .int(saturating_i64(from_seq))
+            .int(i64::from(limit));
         self.all(stmt, rows::audit_record::<D>).await
     }
 
@@ -363,14 +436,18 @@ impl<D: Dialect> Store for SqlStore<D> {
                 if seq == i as u64 + 1 {
                     Ok(leaf)
                 } else {
-                    Err(StoreError::Corrupt(format!("audit: record {} is missing", i + 1)))
+                    Err(StoreError::Corrupt(format!(
+                        "audit: record {} is missing",
+                        i + 1
+                    )))
                 }
             })
             .collect()
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
-        self.one(Stmt::new(D::SQL.latest_checkpoint), rows::checkpoint::<D>).await
+        self.one(Stmt::new(D::SQL.latest_checkpoint), rows::checkpoint::<D>)
+            .await
     }
 }
 
@@ -386,10 +463,31 @@ mod tests {
 
     #[test]
     fn action_filters() {
-        assert_eq!(action_filter("token.issue"), ActionFilter::Exact("token.issue"));
-        assert_eq!(action_filter("token."), ActionFilter::Prefix { from: "token.", to: Some("token/".into()) });
-        assert_eq!(action_filter("token.*"), ActionFilter::Prefix { from: "token.", to: Some("token/".into()) });
-        assert_eq!(action_filter("tok*"), ActionFilter::Prefix { from: "tok", to: Some("tol".into()) });
+        assert_eq!(
+            action_filter("token.issue"),
+            ActionFilter::Exact("token.issue")
+        );
+        assert_eq!(
+            action_filter("token."),
+            ActionFilter::Prefix {
+                from: "token.",
+                to: Some("token/".into())
+            }
+        );
+        assert_eq!(
+            action_filter("token.*"),
+            ActionFilter::Prefix {
+                from: "token.",
+                to: Some("token/".into())
+            }
+        );
+        assert_eq!(
+            action_filter("tok*"),
+            ActionFilter::Prefix {
+                from: "tok",
+                to: Some("tol".into())
+            }
+        );
         assert_eq!(action_filter("*"), ActionFilter::Any);
         assert_eq!(prefix_successor("a\u{10FFFF}"), Some("b".into()));
         assert_eq!(prefix_successor("\u{10FFFF}"), None);

@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use steward_core::{AuditRecord, Credential, Identity, IdentityKind, IdentityStatus, Outcome, Owner, OwnerStatus};
+use steward_core::{
+    AuditRecord, Credential, Identity, IdentityKind, IdentityStatus, Outcome, Owner, OwnerStatus,
+};
 use thiserror::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -28,7 +30,10 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return postgres::open(url).await;
     }
-    let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return Err(StoreError::Backend(format!(
             "unsupported storage URL scheme in {:?}: expected sqlite://PATH or postgres://…",
             url.split_once(':').map_or(url, |(scheme, _)| scheme)
@@ -70,7 +75,8 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
     pub items: Vec<T>,
-    /// Present when more items may follow; pass it back as the query's `after`.
+    /// Present when more items follow (the store reads one row ahead), holding the last item's
+    /// id (or seq, for audit records); pass it back as the query's `after` (`after_seq`).
     pub next: Option<String>,
 }
 
@@ -101,7 +107,10 @@ pub trait Store: Send + Sync + 'static {
     // ---- credentials ----
     async fn get_credential(&self, id: Uuid) -> Result<Option<Credential>, StoreError>;
     /// Looks up an API-key credential by the keyed hash of its secret.
-    async fn find_credential_by_hash(&self, secret_hash: &[u8]) -> Result<Option<Credential>, StoreError>;
+    async fn find_credential_by_hash(
+        &self,
+        secret_hash: &[u8],
+    ) -> Result<Option<Credential>, StoreError>;
     /// All credentials of an identity (any state), oldest first.
     async fn list_credentials(&self, identity_id: Uuid) -> Result<Vec<Credential>, StoreError>;
 
@@ -109,7 +118,12 @@ pub trait Store: Send + Sync + 'static {
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
     /// Remembers `value` in `namespace` until `expires_at`. Returns `false` when it was already
     /// remembered and unexpired (a replay). Atomic across processes.
-    async fn claim_once(&self, namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<bool, StoreError>;
+    async fn claim_once(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
     /// Deletes one-time values and revoked-token entries that have expired. Returns rows removed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 
@@ -143,6 +157,7 @@ pub struct OwnerQuery {
     pub search: Option<String>,
     /// Cursor: return owners with id greater than this.
     pub after: Option<Uuid>,
+    /// Page size: 0 means 100, and at most 1000 are returned.
     pub limit: u32,
 }
 
@@ -160,7 +175,9 @@ pub struct IdentityQuery {
     pub vendor: Option<String>,
     /// Cursor: return identities with id greater than this (ids are UUIDv7, so this is creation order).
     pub after: Option<Uuid>,
+    /// Page size: 0 means 100, and at most 1000 are returned.
     pub limit: u32,
+    /// The instant against which expiry is judged (expired when `expires_at <= now`).
     pub now: OffsetDateTime,
 }
 
@@ -172,9 +189,12 @@ pub struct AuditQuery {
     pub action: Option<String>,
     pub outcome: Option<Outcome>,
     pub actor: Option<String>,
+    /// Records at or after this instant.
     pub since: Option<OffsetDateTime>,
+    /// Records strictly before this instant.
     pub until: Option<OffsetDateTime>,
     /// Cursor: records with seq greater than this.
     pub after_seq: Option<u64>,
+    /// Page size: 0 means 100, and at most 1000 are returned.
     pub limit: u32,
 }

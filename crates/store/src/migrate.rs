@@ -6,8 +6,8 @@ use sqlx::Connection;
 
 use crate::StoreError;
 use crate::dialect::{Conn, Dialect, Migration, Stmt};
-use crate::rows::Cols;
 use crate::ops::db_error;
+use crate::rows::Cols;
 
 /// Name of the table recording applied migrations; its presence marks a Steward database.
 pub(crate) const MIGRATIONS_TABLE: &str = "steward_schema_migrations";
@@ -21,9 +21,13 @@ fn checksum(m: &Migration) -> Vec<u8> {
 pub(crate) async fn run<D: Dialect>(conn: &mut Conn<D>) -> Result<(), StoreError> {
     let mut tx = conn.begin_with(D::BEGIN).await.map_err(db_error::<D>)?;
     if let Some(lock) = D::SQL.migration_lock {
-        D::exec(&mut tx, Stmt::new(lock)).await.map_err(db_error::<D>)?;
+        D::exec(&mut tx, Stmt::new(lock))
+            .await
+            .map_err(db_error::<D>)?;
     }
-    D::exec(&mut tx, Stmt::new(D::SQL.create_migrations_table)).await.map_err(db_error::<D>)?;
+    D::exec(&mut tx, Stmt::new(D::SQL.create_migrations_table))
+        .await
+        .map_err(db_error::<D>)?;
     let applied = D::fetch_all(&mut tx, Stmt::new(D::SQL.applied_migrations))
         .await
         .map_err(db_error::<D>)?
@@ -51,18 +55,36 @@ pub(crate) async fn run<D: Dialect>(conn: &mut Conn<D>) -> Result<(), StoreError
     }
 
     let now = steward_core::to_micros(time::OffsetDateTime::now_utc());
-    for m in D::MIGRATIONS.iter().filter(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
-        D::exec_script(&mut tx, m.sql).await.map_err(|e| match db_error::<D>(e) {
-            StoreError::Backend(msg) => {
-                StoreError::Backend(format!("migration {} ({}) failed: {msg}", m.version, m.name))
-            }
-            other => other,
-        })?;
-        let sum = checksum(m);
-        D::exec(&mut tx, Stmt::new(D::SQL.record_migration).int(m.version).text(m.name).bytes(&sum).int(now))
+    for m in D::MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+    {
+        D::exec_script(&mut tx, m.sql)
             .await
-            .map_err(db_error::<D>)?;
-        tracing::info!(backend = D::NAME, version = m.version, name = m.name, "applied schema migration");
+            .map_err(|e| match db_error::<D>(e) {
+                StoreError::Backend(msg) => StoreError::Backend(format!(
+                    "migration {} ({}) failed: {msg}",
+                    m.version, m.name
+                )),
+                other => other,
+            })?;
+        let sum = checksum(m);
+        D::exec(
+            &mut tx,
+            Stmt::new(D::SQL.record_migration)
+                .int(m.version)
+                .text(m.name)
+                .bytes(&sum)
+                .int(now),
+        )
+        .await
+        .map_err(db_error::<D>)?;
+        tracing::info!(
+            backend = D::NAME,
+            version = m.version,
+            name = m.name,
+            "applied schema migration"
+        );
     }
     tx.commit().await.map_err(db_error::<D>)
 }

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::dialect::{AUDIT_COLUMN_COUNT, Arg, Conn, Dialect, Failure, Stmt, UniqueRule};
 use crate::rows::{Cols, owner_kind_str, owner_status_str, to_json};
-use crate::{AuditHead, Mutation, StoreError};
+use crate::{AuditHead, Change, Mutation, StoreError};
 
 /// Maps an error from the database driver to a `StoreError`, without write context.
 pub(crate) fn db_error<D: Dialect>(e: sqlx::Error) -> StoreError {
@@ -27,12 +27,16 @@ fn classify<D: Dialect>(e: &sqlx::Error) -> Failure {
     use sqlx::Error as E;
     match e {
         E::Database(db) => D::classify(db.as_ref()),
-        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed => {
-            Failure::Unavailable(format!("{} connection failed: {e}", D::NAME))
-        }
-        E::ColumnDecode { .. } | E::Decode(_) | E::ColumnNotFound(_) | E::ColumnIndexOutOfBounds { .. } => {
-            Failure::Corrupt(e.to_string())
-        }
+        E::Io(_)
+        | E::Tls(_)
+        | E::Protocol(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed => Failure::Unavailable(format!("{} connection failed: {e}", D::NAME)),
+        E::ColumnDecode { .. }
+        | E::Decode(_)
+        | E::ColumnNotFound(_)
+        | E::ColumnIndexOutOfBounds { .. } => Failure::Corrupt(e.to_string()),
         _ => Failure::Other(e.to_string()),
     }
 }
@@ -153,15 +157,20 @@ pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Resul
     match m {
         Mutation::InsertOwner(o) => {
             let stmt = owner_fields(Stmt::new(sql.insert_owner).uuid(o.id), o);
-            D::exec(conn, stmt)
-                .await
-                .map_err(|e| write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id)))?;
+            D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id))
+            })?;
         }
-        Mutation::UpdateOwner { owner: o, expected_version } => {
-            let stmt = owner_fields(Stmt::new(sql.update_owner), o).uuid(o.id).int(*expected_version);
-            let n = D::exec(conn, stmt)
-                .await
-                .map_err(|e| write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id)))?;
+        Mutation::UpdateOwner {
+            owner: o,
+            expected_version,
+        } => {
+            let stmt = owner_fields(Stmt::new(sql.update_owner), o)
+                .uuid(o.id)
+                .int(*expected_version);
+            let n = D::exec(conn, stmt).await.map_err(|e| {
+                write_error::<D>(e, |r| owner_conflict(o, r), || format!("owner {}", o.id))
+            })?;
             if n == 0 {
                 return Err(stale_or_missing::<D>(conn, sql.owner_version, o.id, "owner").await);
             }
@@ -169,43 +178,95 @@ pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Resul
         Mutation::InsertIdentity(i) => {
             let stmt = identity_fields(Stmt::new(sql.insert_identity).uuid(i.id), i)?;
             D::exec(conn, stmt).await.map_err(|e| {
-                write_error::<D>(e, |r| identity_conflict(i, r), || format!("owner {}", i.owner_id))
+                write_error::<D>(
+                    e,
+                    |r| identity_conflict(i, r),
+                    || format!("owner {}", i.owner_id),
+                )
             })?;
         }
-        Mutation::UpdateIdentity { identity: i, expected_version } => {
-            let stmt = identity_fields(Stmt::new(sql.update_identity), i)?.uuid(i.id).int(*expected_version);
+        Mutation::UpdateIdentity {
+            identity: i,
+            expected_version,
+        } => {
+            let stmt = identity_fields(Stmt::new(sql.update_identity), i)?
+                .uuid(i.id)
+                .int(*expected_version);
             let n = D::exec(conn, stmt).await.map_err(|e| {
-                write_error::<D>(e, |r| identity_conflict(i, r), || format!("owner {}", i.owner_id))
+                write_error::<D>(
+                    e,
+                    |r| identity_conflict(i, r),
+                    || format!("owner {}", i.owner_id),
+                )
             })?;
             if n == 0 {
-                return Err(stale_or_missing::<D>(conn, sql.identity_version, i.id, "identity").await);
+                return Err(
+                    stale_or_missing::<D>(conn, sql.identity_version, i.id, "identity").await,
+                );
             }
         }
         Mutation::InsertCredential(c) => {
             let stmt = credential_fields(Stmt::new(sql.insert_credential).uuid(c.id), c)?;
             D::exec(conn, stmt).await.map_err(|e| {
-                write_error::<D>(e, |r| credential_conflict(c, r), || format!("identity {}", c.identity_id))
+                write_error::<D>(
+                    e,
+                    |r| credential_conflict(c, r),
+                    || format!("identity {}", c.identity_id),
+                )
             })?;
         }
-        Mutation::UpdateCredential { credential: c, expected_version } => {
-            let stmt = credential_fields(Stmt::new(sql.update_credential), c)?.uuid(c.id).int(*expected_version);
+        Mutation::UpdateCredential {
+            credential: c,
+            expected_version,
+        } => {
+            let stmt = credential_fields(Stmt::new(sql.update_credential), c)?
+                .uuid(c.id)
+                .int(*expected_version);
             let n = D::exec(conn, stmt).await.map_err(|e| {
-                write_error::<D>(e, |r| credential_conflict(c, r), || format!("identity {}", c.identity_id))
+                write_error::<D>(
+                    e,
+                    |r| credential_conflict(c, r),
+                    || format!("identity {}", c.identity_id),
+                )
             })?;
             if n == 0 {
-                return Err(stale_or_missing::<D>(conn, sql.credential_version, c.id, "credential").await);
+                return Err(stale_or_missing::<D>(
+                    conn,
+                    sql.credential_version,
+                    c.id,
+                    "credential",
+                )
+                .await);
             }
         }
-        Mutation::RevokeIdentityCredentials { identity_id, at, reason } => {
-            let stmt = Stmt::new(sql.revoke_identity_credentials).time(*at).text(reason).uuid(*identity_id).time(*at);
+        Mutation::RevokeIdentityCredentials {
+            identity_id,
+            at,
+            reason,
+        } => {
+            let stmt = Stmt::new(sql.revoke_identity_credentials)
+                .time(*at)
+                .text(reason)
+                .uuid(*identity_id)
+                .time(*at);
             D::exec(conn, stmt).await.map_err(db_error::<D>)?;
         }
         Mutation::TouchCredential { id, used_at } => {
-            let stmt = Stmt::new(sql.touch_credential).time(*used_at).uuid(*id).time(*used_at);
+            let stmt = Stmt::new(sql.touch_credential)
+                .time(*used_at)
+                .uuid(*id)
+                .time(*used_at);
             D::exec(conn, stmt).await.map_err(db_error::<D>)?;
         }
-        Mutation::RevokeToken { jti, identity_id, expires_at } => {
-            let stmt = Stmt::new(sql.revoke_token).text(jti).opt_uuid(*identity_id).time(*expires_at);
+        Mutation::RevokeToken {
+            jti,
+            identity_id,
+            expires_at,
+        } => {
+            let stmt = Stmt::new(sql.revoke_token)
+                .text(jti)
+                .opt_uuid(*identity_id)
+                .time(*expires_at);
             D::exec(conn, stmt).await.map_err(db_error::<D>)?;
         }
         Mutation::InsertSigningKey(k) => {
@@ -237,16 +298,20 @@ pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Resul
             }
         }
         Mutation::PutSetting { key, value } => {
-            D::exec(conn, Stmt::new(sql.put_setting).text(key).text(value)).await.map_err(db_error::<D>)?;
+            D::exec(conn, Stmt::new(sql.put_setting).text(key).text(value))
+                .await
+                .map_err(db_error::<D>)?;
         }
         Mutation::InsertSetting { key, value } => {
-            D::exec(conn, Stmt::new(sql.insert_setting).text(key).text(value)).await.map_err(|e| {
-                write_error::<D>(
-                    e,
-                    |_| format!("a setting named {key:?} already exists"),
-                    || format!("setting {key:?}"),
-                )
-            })?;
+            D::exec(conn, Stmt::new(sql.insert_setting).text(key).text(value))
+                .await
+                .map_err(|e| {
+                    write_error::<D>(
+                        e,
+                        |_| format!("a setting named {key:?} already exists"),
+                        || format!("setting {key:?}"),
+                    )
+                })?;
         }
         Mutation::PutCheckpoint(c) => {
             let stmt = Stmt::new(sql.put_checkpoint)
@@ -267,7 +332,63 @@ pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
 /// Rejects text the databases cannot hold (PostgreSQL refuses NUL characters in TEXT).
 pub(crate) fn check_text(field: &str, v: &str) -> Result<(), StoreError> {
     if v.contains('\0') {
-        return Err(StoreError::Backend(format!("{field} contains a NUL character, which cannot be stored")));
+        return Err(StoreError::Backend(format!(
+            "{field} contains a NUL character, which cannot be stored"
+        )));
+    }
+    Ok(())
+}
+
+fn check_opt_text(field: &str, v: Option<&str>) -> Result<(), StoreError> {
+    v.map_or(Ok(()), |v| check_text(field, v))
+}
+
+/// Checks every text column a change would write (JSON-encoded fields escape NUL and need no
+/// check), so that both backends refuse the same changes, before the change joins a batch.
+pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
+    for m in &change.mutations {
+        match m {
+            Mutation::InsertOwner(o) | Mutation::UpdateOwner { owner: o, .. } => {
+                check_text("owner name", &o.name)?;
+                check_text("owner contact", &o.contact)?;
+            }
+            Mutation::InsertIdentity(i) | Mutation::UpdateIdentity { identity: i, .. } => {
+                check_text("identity name", &i.name)?;
+                check_text("identity purpose", &i.purpose)?;
+                check_text("identity environment", &i.environment)?;
+                check_text("identity created_by", &i.created_by)?;
+                check_opt_text("identity vendor", i.vendor.as_deref())?;
+                check_opt_text("identity status_reason", i.status_reason.as_deref())?;
+                check_opt_text("identity approved_by", i.approved_by.as_deref())?;
+            }
+            Mutation::InsertCredential(c) | Mutation::UpdateCredential { credential: c, .. } => {
+                check_text("credential fingerprint", &c.fingerprint)?;
+                check_text("credential created_by", &c.created_by)?;
+                check_opt_text("credential revoke_reason", c.revoke_reason.as_deref())?;
+            }
+            Mutation::RevokeIdentityCredentials { reason, .. } => {
+                check_text("revocation reason", reason)?
+            }
+            Mutation::RevokeToken { jti, .. } => check_text("token id", jti)?,
+            Mutation::InsertSigningKey(k) | Mutation::UpdateSigningKey(k) => {
+                check_text("signing key kid", &k.kid)?;
+                check_text("signing key alg", &k.alg)?;
+            }
+            Mutation::PutSetting { key, value } | Mutation::InsertSetting { key, value } => {
+                check_text("setting key", key)?;
+                check_text("setting value", value)?;
+            }
+            Mutation::PutCheckpoint(c) => check_text("checkpoint note", &c.note)?,
+            Mutation::TouchCredential { .. } => {}
+        }
+    }
+    for e in &change.audit {
+        check_text("audit actor", &e.actor)?;
+        check_text("audit action", &e.action)?;
+        check_opt_text("audit target", e.target.as_deref())?;
+        check_opt_text("audit reason", e.reason.as_deref())?;
+        check_opt_text("audit request_id", e.request_id.as_deref())?;
+        check_opt_text("audit source", e.source.as_deref())?;
     }
     Ok(())
 }
@@ -283,7 +404,11 @@ pub(crate) struct Claim {
 }
 
 impl Claim {
-    pub(crate) fn new(namespace: &str, value: &str, expires_at: OffsetDateTime) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        namespace: &str,
+        value: &str,
+        expires_at: OffsetDateTime,
+    ) -> Result<Self, StoreError> {
         check_text("one-time value namespace", namespace)?;
         Ok(Self {
             namespace: namespace.to_owned(),
@@ -309,33 +434,59 @@ pub(crate) async fn claim<D: Dialect>(conn: &mut Conn<D>, c: &Claim) -> Result<b
 pub(crate) const PURGE_STEP: u64 = 5_000;
 
 /// Deletes up to [`PURGE_STEP`] expired one-time values and as many expired revoked-token entries.
-pub(crate) async fn purge<D: Dialect>(conn: &mut Conn<D>, now_us: i64) -> Result<(u64, u64), StoreError> {
+pub(crate) async fn purge<D: Dialect>(
+    conn: &mut Conn<D>,
+    now_us: i64,
+) -> Result<(u64, u64), StoreError> {
     let step = PURGE_STEP as i64;
-    let once = D::exec(conn, Stmt::new(D::SQL.purge_once_values).int(now_us).int(step))
-        .await
-        .map_err(db_error::<D>)?;
-    let tokens = D::exec(conn, Stmt::new(D::SQL.purge_revoked_tokens).int(now_us).int(step))
-        .await
-        .map_err(db_error::<D>)?;
+    let once = D::exec(
+        conn,
+        Stmt::new(D::SQL.purge_once_values).int(now_us).int(step),
+    )
+    .await
+    .map_err(db_error::<D>)?;
+    let tokens = D::exec(
+        conn,
+        Stmt::new(D::SQL.purge_revoked_tokens).int(now_us).int(step),
+    )
+    .await
+    .map_err(db_error::<D>)?;
     Ok((once, tokens))
 }
 
 /// Reads the audit head; with `lock`, also locks it until the transaction ends.
-pub(crate) async fn read_head<D: Dialect>(conn: &mut Conn<D>, lock: bool) -> Result<AuditHead, StoreError> {
-    let sql = if lock { D::SQL.lock_head } else { D::SQL.read_head };
+pub(crate) async fn read_head<D: Dialect>(
+    conn: &mut Conn<D>,
+    lock: bool,
+) -> Result<AuditHead, StoreError> {
+    let sql = if lock {
+        D::SQL.lock_head
+    } else {
+        D::SQL.read_head
+    };
     let row = D::fetch_optional(conn, Stmt::new(sql))
         .await
         .map_err(db_error::<D>)?
         .ok_or_else(|| StoreError::Corrupt("audit_head: the head row is missing".into()))?;
     let c = Cols::<D>::new(&row, "audit_head");
-    Ok(AuditHead { size: c.unsigned("size")?, chain_hash: c.hash("chain_hash")? })
+    Ok(AuditHead {
+        size: c.unsigned("size")?,
+        chain_hash: c.hash("chain_hash")?,
+    })
 }
 
-pub(crate) async fn store_head<D: Dialect>(conn: &mut Conn<D>, head: &AuditHead) -> Result<(), StoreError> {
-    let stmt = Stmt::new(D::SQL.store_head).int(to_i64(head.size, "audit size")?).bytes(&head.chain_hash);
+pub(crate) async fn store_head<D: Dialect>(
+    conn: &mut Conn<D>,
+    head: &AuditHead,
+) -> Result<(), StoreError> {
+    let stmt = Stmt::new(D::SQL.store_head)
+        .int(to_i64(head.size, "audit size")?)
+        .bytes(&head.chain_hash);
     match D::exec(conn, stmt).await.map_err(db_error::<D>)? {
         1 => Ok(()),
-        _ => Err(StoreError::Corrupt("audit_head: the head row is missing".into())),
+        _ => Err(StoreError::Corrupt(
+            "audit_head: the head row is missing".into(),
+        )),
     }
 }
 
@@ -364,7 +515,11 @@ impl AuditInserts {
         let by_chunk = AUDIT_CHUNKS
             .iter()
             .map(|&rows| {
-                let mut sql = String::from(concat!("INSERT INTO audit (", crate::dialect::audit_columns!(), ") VALUES "));
+                let mut sql = String::from(concat!(
+                    "INSERT INTO audit (",
+                    crate::dialect::audit_columns!(),
+                    ") VALUES "
+                ));
                 let mut n = 0;
                 for r in 0..rows {
                     sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -384,11 +539,18 @@ impl AuditInserts {
     }
 
     /// Writes `rows` with as few statements as the chunk sizes allow.
-    pub(crate) async fn insert<D: Dialect>(&self, conn: &mut Conn<D>, rows: &[AuditRow<'_>]) -> Result<(), StoreError> {
+    pub(crate) async fn insert<D: Dialect>(
+        &self,
+        conn: &mut Conn<D>,
+        rows: &[AuditRow<'_>],
+    ) -> Result<(), StoreError> {
         let mut rest = rows;
         while !rest.is_empty() {
-            let Some((size, sql)) = self.by_chunk.iter().find(|(size, _)| *size <= rest.len()) else {
-                return Err(StoreError::Backend("no audit insert statement fits the batch".into()));
+            let Some((size, sql)) = self.by_chunk.iter().find(|(size, _)| *size <= rest.len())
+            else {
+                return Err(StoreError::Backend(
+                    "no audit insert statement fits the batch".into(),
+                ));
             };
             let (chunk, tail) = rest.split_at(*size);
             let mut stmt = Stmt::shared(Arc::clone(sql), size * AUDIT_COLUMN_COUNT);

@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row as _};
 use uuid::Uuid;
 
 use crate::dialect::{
-    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns, credential_columns,
-    identity_columns, owner_columns, signing_key_columns,
+    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns,
+    credential_columns, identity_columns, owner_columns, signing_key_columns,
 };
 use crate::engine::SqlStore;
 use crate::writer::Writer;
@@ -29,7 +29,10 @@ pub struct PostgresOptions {
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        Self { max_connections: 16, connect_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -54,15 +57,20 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         connect.get_database().unwrap_or(connect.get_username())
     );
 
-    let mut conn = tokio::time::timeout(options.connect_timeout, PgConnection::connect_with(&connect))
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable(format!(
-                "PostgreSQL at {target} did not answer within {:?}",
-                options.connect_timeout
-            ))
-        })?
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}")))?;
+    let mut conn = tokio::time::timeout(
+        options.connect_timeout,
+        PgConnection::connect_with(&connect),
+    )
+    .await
+    .map_err(|_| {
+        StoreError::Unavailable(format!(
+            "PostgreSQL at {target} did not answer within {:?}",
+            options.connect_timeout
+        ))
+    })?
+    .map_err(|e| {
+        StoreError::Unavailable(format!("cannot connect to PostgreSQL at {target}: {e}"))
+    })?;
     crate::migrate::run::<PgDialect>(&mut conn).await?;
     let _ = conn.close().await;
 
@@ -88,13 +96,15 @@ fn query(stmt: Stmt<'_>) -> sqlx::query::Query<'static, Postgres, sqlx::postgres
         SqlText::Shared(s) => (sqlx::query(AssertSqlSafe(s)), true),
         SqlText::Built(s) => (sqlx::query(AssertSqlSafe(s)), false),
     };
-    stmt.args.into_iter().fold(q.persistent(persistent), |q, arg| match arg {
-        Arg::Int(v) => q.bind(v),
-        Arg::Text(v) => q.bind(v.as_deref()),
-        Arg::Bytes(v) => q.bind(v.as_deref()),
-        Arg::Bool(v) => q.bind(v),
-        Arg::Uuid(v) => q.bind(v),
-    })
+    stmt.args
+        .into_iter()
+        .fold(q.persistent(persistent), |q, arg| match arg {
+            Arg::Int(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v.as_deref()),
+            Arg::Bytes(v) => q.bind(v.as_deref()),
+            Arg::Bool(v) => q.bind(v),
+            Arg::Uuid(v) => q.bind(v),
+        })
 }
 
 impl Dialect for PgDialect {
@@ -105,8 +115,11 @@ impl Dialect for PgDialect {
     const BEGIN: &'static str = "BEGIN";
     const ILIKE: &'static str = "ILIKE";
     const SQL: &'static Statements = &STATEMENTS;
-    const MIGRATIONS: &'static [Migration] =
-        &[Migration { version: 1, name: "init", sql: include_str!("../migrations/postgres/0001_init.sql") }];
+    const MIGRATIONS: &'static [Migration] = &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/postgres/0001_init.sql"),
+    }];
 
     fn placeholder(sql: &mut String, n: usize) {
         sql.push('$');
@@ -125,7 +138,10 @@ impl Dialect for PgDialect {
         query(stmt).fetch_all(conn).await
     }
 
-    async fn fetch_optional(conn: &mut PgConnection, stmt: Stmt<'_>) -> Result<Option<PgRow>, sqlx::Error> {
+    async fn fetch_optional(
+        conn: &mut PgConnection,
+        stmt: Stmt<'_>,
+    ) -> Result<Option<PgRow>, sqlx::Error> {
         query(stmt).fetch_optional(conn).await
     }
 
@@ -175,7 +191,11 @@ impl Dialect for PgDialect {
 static STATEMENTS: Statements = Statements {
     ping: "SELECT 1",
 
-    insert_owner: concat!("INSERT INTO owners (", owner_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+    insert_owner: concat!(
+        "INSERT INTO owners (",
+        owner_columns!(),
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    ),
     update_owner: "UPDATE owners SET name = $1, kind = $2, contact = $3, status = $4, created_at = $5, \
                    departed_at = $6, version = $7 WHERE id = $8 AND version = $9",
     owner_version: "SELECT version FROM owners WHERE id = $1",
@@ -194,7 +214,11 @@ static STATEMENTS: Statements = Statements {
                       approved_at = $19, created_at = $20, updated_at = $21, version = $22 \
                       WHERE id = $23 AND version = $24",
     identity_version: "SELECT version FROM identities WHERE id = $1",
-    get_identity: concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = $1"),
+    get_identity: concat!(
+        "SELECT ",
+        identity_columns!(),
+        " FROM identities WHERE id = $1"
+    ),
     count_identities: "SELECT COUNT(*) AS n FROM identities",
 
     insert_credential: concat!(
@@ -207,8 +231,16 @@ static STATEMENTS: Statements = Statements {
                         revoke_reason = $10, rotated_from = $11, created_by = $12, version = $13 \
                         WHERE id = $14 AND version = $15",
     credential_version: "SELECT version FROM credentials WHERE id = $1",
-    get_credential: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE id = $1"),
-    credential_by_hash: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE secret_hash = $1"),
+    get_credential: concat!(
+        "SELECT ",
+        credential_columns!(),
+        " FROM credentials WHERE id = $1"
+    ),
+    credential_by_hash: concat!(
+        "SELECT ",
+        credential_columns!(),
+        " FROM credentials WHERE secret_hash = $1"
+    ),
     credentials_of_identity: concat!(
         "SELECT ",
         credential_columns!(),
@@ -237,7 +269,11 @@ static STATEMENTS: Statements = Statements {
     ),
     update_signing_key: "UPDATE signing_keys SET activates_at = $1, deactivates_at = $2, publish_until = $3 \
                          WHERE kid = $4",
-    list_signing_keys: concat!("SELECT ", signing_key_columns!(), " FROM signing_keys ORDER BY activates_at, kid"),
+    list_signing_keys: concat!(
+        "SELECT ",
+        signing_key_columns!(),
+        " FROM signing_keys ORDER BY activates_at, kid"
+    ),
 
     put_setting: "INSERT INTO settings (key, value) VALUES ($1, $2) \
                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -253,7 +289,11 @@ static STATEMENTS: Statements = Statements {
     // Serializes appends from every node: the next writer waits here, then reads the new head.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1 FOR UPDATE",
     store_head: "UPDATE audit_head SET size = $1, chain_hash = $2 WHERE id = 1",
-    audit_range: concat!("SELECT ", audit_columns!(), " FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2"),
+    audit_range: concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2"
+    ),
     audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq <= $1 ORDER BY seq",
 
     // A transaction-scoped advisory lock (key: "steward\0" as a big-endian integer) taken by

@@ -5,8 +5,8 @@ use std::marker::PhantomData;
 
 use serde::de::DeserializeOwned;
 use steward_core::{
-    AuditEvent, AuditRecord, Credential, CredentialKind, Identity, IdentityKind, IdentityStatus, Outcome, Owner,
-    OwnerKind, OwnerStatus, from_micros,
+    AuditEvent, AuditRecord, Credential, CredentialKind, Identity, IdentityKind, IdentityStatus,
+    Outcome, Owner, OwnerKind, OwnerStatus, from_micros,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -27,7 +27,11 @@ fn corrupt(table: &str, col: &str, why: impl std::fmt::Display) -> StoreError {
 
 impl<'r, D: Dialect> Cols<'r, D> {
     pub(crate) fn new(row: &'r Row<D>, table: &'static str) -> Self {
-        Self { row, table, _dialect: PhantomData }
+        Self {
+            row,
+            table,
+            _dialect: PhantomData,
+        }
     }
 
     fn required<T>(&self, col: &str, v: Result<Option<T>, sqlx::Error>) -> Result<T, StoreError> {
@@ -72,7 +76,8 @@ impl<'r, D: Dialect> Cols<'r, D> {
         Ok(self.opt_int(col)?.map(from_micros))
     }
     pub(crate) fn json<T: DeserializeOwned>(&self, col: &str) -> Result<T, StoreError> {
-        serde_json::from_str(&self.text(col)?).map_err(|e| corrupt(self.table, col, format!("invalid JSON: {e}")))
+        serde_json::from_str(&self.text(col)?)
+            .map_err(|e| corrupt(self.table, col, format!("invalid JSON: {e}")))
     }
     pub(crate) fn opt_json<T: DeserializeOwned>(&self, col: &str) -> Result<Option<T>, StoreError> {
         self.opt_text(col)?
@@ -85,7 +90,11 @@ impl<'r, D: Dialect> Cols<'r, D> {
             .map_err(|_| corrupt(self.table, col, "expected 32 bytes"))
     }
     /// A text column holding one of an enum's names.
-    pub(crate) fn parsed<T>(&self, col: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, StoreError> {
+    pub(crate) fn parsed<T>(
+        &self,
+        col: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, StoreError> {
         let s = self.text(col)?;
         parse(&s).ok_or_else(|| corrupt(self.table, col, format!("unknown value {s:?}")))
     }
@@ -99,7 +108,9 @@ pub(crate) fn owner_kind_str(k: OwnerKind) -> &'static str {
 }
 
 fn parse_owner_kind(s: &str) -> Option<OwnerKind> {
-    [OwnerKind::Person, OwnerKind::Team].into_iter().find(|k| owner_kind_str(*k) == s)
+    [OwnerKind::Person, OwnerKind::Team]
+        .into_iter()
+        .find(|k| owner_kind_str(*k) == s)
 }
 
 pub(crate) fn owner_status_str(s: OwnerStatus) -> &'static str {
@@ -110,7 +121,9 @@ pub(crate) fn owner_status_str(s: OwnerStatus) -> &'static str {
 }
 
 fn parse_owner_status(s: &str) -> Option<OwnerStatus> {
-    [OwnerStatus::Active, OwnerStatus::Departed].into_iter().find(|k| owner_status_str(*k) == s)
+    [OwnerStatus::Active, OwnerStatus::Departed]
+        .into_iter()
+        .find(|k| owner_status_str(*k) == s)
 }
 
 /// Identity statuses that may be stored (`expired` is derived, never stored).
@@ -232,6 +245,10 @@ pub(crate) fn checkpoint<D: Dialect>(row: &Row<D>) -> Result<CheckpointRecord, S
 }
 
 /// Serializes a list-valued field for storage.
-pub(crate) fn to_json<T: serde::Serialize + ?Sized>(what: &str, v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("cannot serialize {what}: {e}")))
+pub(crate) fn to_json<T: serde::Serialize + ?Sized>(
+    what: &str,
+    v: &T,
+) -> Result<String, StoreError> {
+    serde_json::to_string(v)
+        .map_err(|e| StoreError::Backend(format!("cannot serialize {what}: {e}")))
 }

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Connection, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::dialect::{
-    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns, credential_columns,
-    identity_columns, owner_columns, signing_key_columns,
+    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns,
+    credential_columns, identity_columns, owner_columns, signing_key_columns,
 };
 use crate::engine::SqlStore;
 use crate::migrate::MIGRATIONS_TABLE;
@@ -32,7 +33,10 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { read_connections: 4, busy_timeout: Duration::from_secs(5) }
+        Self {
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -47,7 +51,10 @@ pub async fn open(path: impl AsRef<Path>) -> Result<Arc<dyn Store>, StoreError> 
 /// A file that is not a SQLite database, or a SQLite database holding other tables but not
 /// Steward's, is refused with [`StoreError::Corrupt`] and left untouched. Must be called inside a
 /// Tokio runtime: the store's writer task is spawned on it.
-pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_with(
+    path: impl AsRef<Path>,
+    options: SqliteOptions,
+) -> Result<Arc<dyn Store>, StoreError> {
     let path = path.as_ref();
     refuse_foreign_file(path).await?;
 
@@ -69,8 +76,13 @@ pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result
         .await
         .map_err(|e| open_error(path, e))?;
     {
-        let mut conn = writer_pool.acquire().await.map_err(|e| open_error(path, e))?;
-        crate::migrate::run::<SqliteDialect>(&mut conn).await.map_err(|e| not_steward(path, e))?;
+        let mut conn = writer_pool
+            .acquire()
+            .await
+            .map_err(|e| open_error(path, e))?;
+        crate::migrate::run::<SqliteDialect>(&mut conn)
+            .await
+            .map_err(|e| not_steward(path, e))?;
     }
     let read_pool = SqlitePoolOptions::new()
         .max_connections(options.read_connections.max(1))
@@ -85,10 +97,13 @@ pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result
 
 fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
     match crate::ops::db_error::<SqliteDialect>(e) {
-        StoreError::Corrupt(m) => StoreError::Corrupt(format!("{} is not a Steward database: {m}", path.display())),
-        StoreError::Unavailable(m) | StoreError::Backend(m) => {
-            StoreError::Unavailable(format!("cannot open SQLite database {}: {m}", path.display()))
+        StoreError::Corrupt(m) => {
+            StoreError::Corrupt(format!("{} is not a Steward database: {m}", path.display()))
         }
+        StoreError::Unavailable(m) | StoreError::Backend(m) => StoreError::Unavailable(format!(
+            "cannot open SQLite database {}: {m}",
+            path.display()
+        )),
         other => other,
     }
 }
@@ -105,11 +120,18 @@ async fn refuse_foreign_file(path: &Path) -> Result<(), StoreError> {
     match tokio::fs::metadata(path).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(StoreError::Unavailable(format!(
+                "cannot open {}: {e}",
+                path.display()
+            )));
+        }
     }
     // Read-only and without journal-mode changes: a foreign file must not be altered.
     let options = SqliteConnectOptions::new().filename(path).read_only(true);
-    let mut conn = SqliteConnection::connect_with(&options).await.map_err(|e| open_error(path, e))?;
+    let mut conn = SqliteConnection::connect_with(&options)
+        .await
+        .map_err(|e| open_error(path, e))?;
     let tables: Result<Vec<String>, sqlx::Error> =
         sqlx::query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")
             .fetch_all(&mut conn)
@@ -140,13 +162,15 @@ fn query(stmt: Stmt<'_>) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::Sq
         SqlText::Shared(s) => (sqlx::query(AssertSqlSafe(s)), true),
         SqlText::Built(s) => (sqlx::query(AssertSqlSafe(s)), false),
     };
-    stmt.args.into_iter().fold(q.persistent(persistent), |q, arg| match arg {
-        Arg::Int(v) => q.bind(v),
-        Arg::Text(v) => q.bind(v.map(Cow::into_owned)),
-        Arg::Bytes(v) => q.bind(v.map(Cow::into_owned)),
-        Arg::Bool(v) => q.bind(v),
-        Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated())),
-    })
+    stmt.args
+        .into_iter()
+        .fold(q.persistent(persistent), |q, arg| match arg {
+            Arg::Int(v) => q.bind(v),
+            Arg::Text(v) => q.bind(v.map(Cow::into_owned)),
+            Arg::Bytes(v) => q.bind(v.map(Cow::into_owned)),
+            Arg::Bool(v) => q.bind(v),
+            Arg::Uuid(v) => q.bind(v.map(|u| u.hyphenated())),
+        })
 }
 
 impl Dialect for SqliteDialect {
@@ -158,14 +182,20 @@ impl Dialect for SqliteDialect {
     // SQLite's LIKE ignores ASCII case.
     const ILIKE: &'static str = "LIKE";
     const SQL: &'static Statements = &STATEMENTS;
-    const MIGRATIONS: &'static [Migration] =
-        &[Migration { version: 1, name: "init", sql: include_str!("../migrations/sqlite/0001_init.sql") }];
+    const MIGRATIONS: &'static [Migration] = &[Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../migrations/sqlite/0001_init.sql"),
+    }];
 
     fn placeholder(sql: &mut String, _n: usize) {
         sql.push('?');
     }
 
-    async fn exec_script(conn: &mut SqliteConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    async fn exec_script(
+        conn: &mut SqliteConnection,
+        sql: &'static str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::raw_sql(sql).execute(conn).await.map(drop)
     }
 
@@ -173,11 +203,17 @@ impl Dialect for SqliteDialect {
         query(stmt).execute(conn).await.map(|r| r.rows_affected())
     }
 
-    async fn fetch_all(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<Vec<SqliteRow>, sqlx::Error> {
+    async fn fetch_all(
+        conn: &mut SqliteConnection,
+        stmt: Stmt<'_>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
         query(stmt).fetch_all(conn).await
     }
 
-    async fn fetch_optional(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<Option<SqliteRow>, sqlx::Error> {
+    async fn fetch_optional(
+        conn: &mut SqliteConnection,
+        stmt: Stmt<'_>,
+    ) -> Result<Option<SqliteRow>, sqlx::Error> {
         query(stmt).fetch_optional(conn).await
     }
 
@@ -197,7 +233,10 @@ impl Dialect for SqliteDialect {
         row.try_get::<Option<String>, _>(col)?
             .map(|s| Uuid::parse_str(&s))
             .transpose()
-            .map_err(|e| sqlx::Error::ColumnDecode { index: col.to_owned(), source: Box::new(e) })
+            .map_err(|e| sqlx::Error::ColumnDecode {
+                index: col.to_owned(),
+                source: Box::new(e),
+            })
     }
 
     fn classify(err: &dyn sqlx::error::DatabaseError) -> Failure {
@@ -208,15 +247,17 @@ impl Dialect for SqliteDialect {
         let code = err.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(1);
         let msg = err.message();
         match code {
-            CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => Failure::Unique(if msg.contains("owners.name") {
-                UniqueRule::OwnerName
-            } else if msg.contains("identities.environment") {
-                UniqueRule::IdentityName
-            } else if msg.contains("credentials.secret_hash") {
-                UniqueRule::CredentialSecret
-            } else {
-                UniqueRule::Key
-            }),
+            CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => {
+                Failure::Unique(if msg.contains("owners.name") {
+                    UniqueRule::OwnerName
+                } else if msg.contains("identities.environment") {
+                    UniqueRule::IdentityName
+                } else if msg.contains("credentials.secret_hash") {
+                    UniqueRule::CredentialSecret
+                } else {
+                    UniqueRule::Key
+                })
+            }
             CONSTRAINT_FOREIGNKEY => Failure::ForeignKey,
             _ => match code & 0xff {
                 // BUSY, LOCKED: another process held the database past the busy timeout.
@@ -234,7 +275,11 @@ impl Dialect for SqliteDialect {
 static STATEMENTS: Statements = Statements {
     ping: "SELECT 1",
 
-    insert_owner: concat!("INSERT INTO owners (", owner_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+    insert_owner: concat!(
+        "INSERT INTO owners (",
+        owner_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
     update_owner: "UPDATE owners SET name = ?, kind = ?, contact = ?, status = ?, created_at = ?, departed_at = ?, \
                    version = ? WHERE id = ? AND version = ?",
     owner_version: "SELECT version FROM owners WHERE id = ?",
@@ -251,7 +296,11 @@ static STATEMENTS: Statements = Statements {
                       tokens_revoked_before = ?, created_by = ?, approved_by = ?, approved_at = ?, created_at = ?, \
                       updated_at = ?, version = ? WHERE id = ? AND version = ?",
     identity_version: "SELECT version FROM identities WHERE id = ?",
-    get_identity: concat!("SELECT ", identity_columns!(), " FROM identities WHERE id = ?"),
+    get_identity: concat!(
+        "SELECT ",
+        identity_columns!(),
+        " FROM identities WHERE id = ?"
+    ),
     count_identities: "SELECT COUNT(*) AS n FROM identities",
 
     insert_credential: concat!(
@@ -263,8 +312,16 @@ static STATEMENTS: Statements = Statements {
                         created_at = ?, expires_at = ?, last_used_at = ?, revoked_at = ?, revoke_reason = ?, \
                         rotated_from = ?, created_by = ?, version = ? WHERE id = ? AND version = ?",
     credential_version: "SELECT version FROM credentials WHERE id = ?",
-    get_credential: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE id = ?"),
-    credential_by_hash: concat!("SELECT ", credential_columns!(), " FROM credentials WHERE secret_hash = ?"),
+    get_credential: concat!(
+        "SELECT ",
+        credential_columns!(),
+        " FROM credentials WHERE id = ?"
+    ),
+    credential_by_hash: concat!(
+        "SELECT ",
+        credential_columns!(),
+        " FROM credentials WHERE secret_hash = ?"
+    ),
     credentials_of_identity: concat!(
         "SELECT ",
         credential_columns!(),
@@ -292,7 +349,11 @@ static STATEMENTS: Statements = Statements {
         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     update_signing_key: "UPDATE signing_keys SET activates_at = ?, deactivates_at = ?, publish_until = ? WHERE kid = ?",
-    list_signing_keys: concat!("SELECT ", signing_key_columns!(), " FROM signing_keys ORDER BY activates_at, kid"),
+    list_signing_keys: concat!(
+        "SELECT ",
+        signing_key_columns!(),
+        " FROM signing_keys ORDER BY activates_at, kid"
+    ),
 
     put_setting: "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     insert_setting: "INSERT INTO settings (key, value) VALUES (?, ?)",
@@ -307,7 +368,11 @@ static STATEMENTS: Statements = Statements {
     // The writer's BEGIN IMMEDIATE already excludes every other writer.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
     store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1",
-    audit_range: concat!("SELECT ", audit_columns!(), " FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?"),
+    audit_range: concat!(
+        "SELECT ",
+        audit_columns!(),
+        " FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?"
+    ),
     audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq <= ? ORDER BY seq",
 
     migration_lock: None,

@@ -17,7 +17,10 @@ impl Change {
         Self::default()
     }
     pub fn audit_only(event: AuditEvent) -> Self {
-        Self { mutations: vec![], audit: vec![event] }
+        Self {
+            mutations: vec![],
+            audit: vec![event],
+        }
     }
     pub fn with(mut self, m: Mutation) -> Self {
         self.mutations.push(m);
@@ -33,26 +36,52 @@ impl Change {
 pub enum Mutation {
     InsertOwner(Owner),
     /// Fails with `Stale` unless the stored version equals `expected_version`; stores `owner` as given.
-    UpdateOwner { owner: Owner, expected_version: i64 },
+    UpdateOwner {
+        owner: Owner,
+        expected_version: i64,
+    },
     /// Fails with `Conflict` when (environment, name) is taken.
     InsertIdentity(Identity),
-    UpdateIdentity { identity: Identity, expected_version: i64 },
+    UpdateIdentity {
+        identity: Identity,
+        expected_version: i64,
+    },
     InsertCredential(Credential),
-    UpdateCredential { credential: Credential, expected_version: i64 },
+    UpdateCredential {
+        credential: Credential,
+        expected_version: i64,
+    },
     /// Sets `revoked_at = at` (and the reason) on every credential of the identity that is not
     /// already revoked at or before `at`; bumps their versions.
-    RevokeIdentityCredentials { identity_id: Uuid, at: OffsetDateTime, reason: String },
+    RevokeIdentityCredentials {
+        identity_id: Uuid,
+        at: OffsetDateTime,
+        reason: String,
+    },
     /// Sets `last_used_at = max(last_used_at, used_at)`; silently ignores unknown ids.
-    TouchCredential { id: Uuid, used_at: OffsetDateTime },
+    TouchCredential {
+        id: Uuid,
+        used_at: OffsetDateTime,
+    },
     /// Remembers a revoked access token until its expiry. Idempotent.
-    RevokeToken { jti: String, identity_id: Option<Uuid>, expires_at: OffsetDateTime },
+    RevokeToken {
+        jti: String,
+        identity_id: Option<Uuid>,
+        expires_at: OffsetDateTime,
+    },
     InsertSigningKey(SigningKeyRecord),
     /// Updates the schedule fields of the key with this kid.
     UpdateSigningKey(SigningKeyRecord),
     /// Inserts or replaces a setting.
-    PutSetting { key: String, value: String },
+    PutSetting {
+        key: String,
+        value: String,
+    },
     /// Inserts a setting; fails with `Conflict` when the key exists (bootstrap races between nodes).
-    InsertSetting { key: String, value: String },
+    InsertSetting {
+        key: String,
+        value: String,
+    },
     PutCheckpoint(CheckpointRecord),
 }
 

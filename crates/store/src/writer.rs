@@ -12,10 +12,14 @@
 //!    writers on other nodes queue behind it), sequence numbers and hashes are assigned in queue
 //!    order, the records are written with a few multi-row INSERTs, and the head is updated.
 //!
-//! If anything fails before COMMIT the whole transaction is rolled back and, unless the database
-//! is unreachable, every change of the batch is retried in a transaction of its own so that one
-//! unexpected failure cannot fail its neighbours. If COMMIT itself fails, the outcome is unknown
-//! and every change of the batch receives the error.
+//! Text a database cannot hold is refused before a change is queued, so nothing a caller passes
+//! can make a statement outside a savepoint fail. Should one fail anyway, the transaction is
+//! rolled back and, for an unexpected statement error, every change of the batch is retried in a
+//! transaction of its own, so that the failure stays with the change that caused it; errors that
+//! would hit every change alike (unreachable, contended or corrupt database) are returned to all.
+//! If COMMIT itself fails, the outcome is unknown and every change of the batch gets the error.
+//!
+//! A caller that stops waiting does not withdraw its write: once queued, it is committed.
 
 use std::time::Instant;
 
@@ -24,7 +28,7 @@ use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dialect::{Conn, Dialect};
-use crate::ops::{self, AuditInserts, AuditRow, Claim, check_text};
+use crate::ops::{self, AuditInserts, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
 /// Queue capacity: how many writes may wait before callers are made to wait.
@@ -78,9 +82,18 @@ impl Writer {
         Self { queue }
     }
 
+    /// Whether the writer task has stopped (it only stops when the store is dropped, or if it
+    /// panicked).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.queue.is_closed()
+    }
+
     async fn submit(&self, work: Work) -> Result<Done, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job { work, reply }).await.map_err(|_| writer_gone())?;
+        self.queue
+            .send(Job { work, reply })
+            .await
+            .map_err(|_| writer_gone())?;
         answer.await.map_err(|_| writer_gone())?
     }
 
@@ -88,7 +101,7 @@ impl Writer {
         if change.mutations.is_empty() && change.audit.is_empty() {
             return Ok(Vec::new());
         }
-        check_audit_text(&change)?;
+        ops::check_change_text(&change)?;
         match self.submit(Work::Change(change)).await? {
             Done::Seqs(seqs) => Ok(seqs),
             _ => Err(unexpected_reply()),
@@ -112,27 +125,6 @@ impl Writer {
         }
     }
 }
-
-/// Rejects text the databases cannot hold in an audit record (PostgreSQL refuses NUL characters).
-/// Checked before queueing, so such an event fails alone instead of failing a whole batch.
-fn check_audit_text(change: &Change) -> Result<(), StoreError> {
-    for e in &change.audit {
-        check_text("audit actor", &e.actor)?;
-        check_text("audit action", &e.action)?;
-        for (field, v) in [
-            ("audit target", &e.target),
-            ("audit reason", &e.reason),
-            ("audit request_id", &e.request_id),
-            ("audit source", &e.source),
-        ] {
-            if let Some(v) = v {
-                check_text(field, v)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 
 async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
     let inserts = AuditInserts::new::<D>();
@@ -162,13 +154,22 @@ enum BatchError {
     Commit(StoreError),
 }
 
-async fn process<D: Dialect>(pool: &Pool<D::Db>, inserts: &AuditInserts, jobs: &[Job]) -> Vec<Result<Done, StoreError>> {
+async fn process<D: Dialect>(
+    pool: &Pool<D::Db>,
+    inserts: &AuditInserts,
+    jobs: &[Job],
+) -> Vec<Result<Done, StoreError>> {
     match run_batch::<D>(pool, inserts, jobs).await {
         Ok(results) => results,
         // An unexpected statement error (not unavailability, contention or corruption, which
         // would hit every change alike) may come from one change's data: isolate it.
         Err(BatchError::Aborted(e @ StoreError::Backend(_))) if jobs.len() > 1 => {
-            tracing::warn!(backend = D::NAME, batch = jobs.len(), error = %e, "group commit failed; retrying its changes one by one");
+            tracing::warn!(
+                backend = D::NAME,
+                batch = jobs.len(),
+                error = %e,
+                "group commit failed; retrying its changes one by one"
+            );
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let one = match run_batch::<D>(pool, inserts, std::slice::from_ref(job)).await {
@@ -183,7 +184,10 @@ async fn process<D: Dialect>(pool: &Pool<D::Db>, inserts: &AuditInserts, jobs: &
     }
 }
 
-async fn apply_all<D: Dialect>(conn: &mut Conn<D>, mutations: &[Mutation]) -> Result<(), StoreError> {
+async fn apply_all<D: Dialect>(
+    conn: &mut Conn<D>,
+    mutations: &[Mutation],
+) -> Result<(), StoreError> {
     for m in mutations {
         ops::apply::<D>(conn, m).await?;
     }
@@ -218,11 +222,15 @@ async fn run_batch<D: Dialect>(
                 }
             }
             Work::Claim(claim) => {
-                let fresh = ops::claim::<D>(&mut tx, claim).await.map_err(BatchError::Aborted)?;
+                let fresh = ops::claim::<D>(&mut tx, claim)
+                    .await
+                    .map_err(BatchError::Aborted)?;
                 Some(Ok(Done::Claimed(fresh)))
             }
             Work::Purge { now_us } => {
-                let (once, tokens) = ops::purge::<D>(&mut tx, *now_us).await.map_err(BatchError::Aborted)?;
+                let (once, tokens) = ops::purge::<D>(&mut tx, *now_us)
+                    .await
+                    .map_err(BatchError::Aborted)?;
                 Some(Ok(Done::Purged(once, tokens)))
             }
         };
@@ -230,20 +238,32 @@ async fn run_batch<D: Dialect>(
     }
 
     // Phase 2: append the audit events of the changes that applied, in queue order.
-    let pending = jobs.iter().zip(&results).filter_map(|(job, r)| match (&job.work, r) {
-        (Work::Change(change), None) => Some(change),
-        _ => None,
-    });
+    let pending = jobs
+        .iter()
+        .zip(&results)
+        .filter_map(|(job, r)| match (&job.work, r) {
+            (Work::Change(change), None) => Some(change),
+            _ => None,
+        });
     let event_count: usize = pending.clone().map(|c| c.audit.len()).sum();
     let mut seqs = Vec::new();
     if event_count > 0 {
-        let head = ops::read_head::<D>(&mut tx, true).await.map_err(BatchError::Aborted)?;
+        let head = ops::read_head::<D>(&mut tx, true)
+            .await
+            .map_err(BatchError::Aborted)?;
         let (rows, next) = chain_events(head, pending.clone().map(|c| c.audit.as_slice()))?;
-        inserts.insert::<D>(&mut tx, &rows).await.map_err(BatchError::Aborted)?;
-        ops::store_head::<D>(&mut tx, &next).await.map_err(BatchError::Aborted)?;
+        inserts
+            .insert::<D>(&mut tx, &rows)
+            .await
+            .map_err(BatchError::Aborted)?;
+        ops::store_head::<D>(&mut tx, &next)
+            .await
+            .map_err(BatchError::Aborted)?;
         seqs = (head.size + 1..=next.size).collect();
     }
-    tx.commit().await.map_err(|e| BatchError::Commit(ops::db_error::<D>(e)))?;
+    tx.commit()
+        .await
+        .map_err(|e| BatchError::Commit(ops::db_error::<D>(e)))?;
 
     // Hand each applied change its sequence numbers, in the order they were assigned.
     let mut assigned = seqs.into_iter();
@@ -252,7 +272,9 @@ async fn run_batch<D: Dialect>(
         .zip(results)
         .map(|(job, result)| match (result, &job.work) {
             (Some(done), _) => done,
-            (None, Work::Change(change)) => Ok(Done::Seqs(assigned.by_ref().take(change.audit.len()).collect())),
+            (None, Work::Change(change)) => Ok(Done::Seqs(
+                assigned.by_ref().take(change.audit.len()).collect(),
+            )),
             (None, _) => Err(unexpected_reply()),
         })
         .collect())
@@ -270,8 +292,11 @@ fn chain_events<'a>(
         size += 1;
         let leaf = merkle::leaf_hash(&event.canonical_bytes(size));
         chain = merkle::chain_hash(&chain, &leaf);
-        let details = serde_json::to_string(&event.details)
-            .map_err(|e| BatchError::Aborted(StoreError::Backend(format!("cannot serialize audit details: {e}"))))?;
+        let details = serde_json::to_string(&event.details).map_err(|e| {
+            BatchError::Aborted(StoreError::Backend(format!(
+                "cannot serialize audit details: {e}"
+            )))
+        })?;
         rows.push(AuditRow {
             seq: ops::to_i64(size, "audit sequence number").map_err(BatchError::Aborted)?,
             event,
@@ -280,5 +305,11 @@ fn chain_events<'a>(
             chain_hash: chain,
         });
     }
-    Ok((rows, AuditHead { size, chain_hash: chain }))
+    Ok((
+        rows,
+        AuditHead {
+            size,
+            chain_hash: chain,
+        },
+    ))
 }

@@ -60,7 +60,9 @@ impl Outcome {
             return None;
         }
         let idx = ((n - 1) as f64 * q).round() as usize;
-        self.latencies_us.get(idx.min(n - 1)).map(|us| f64::from(*us) / 1000.0)
+        self.latencies_us
+            .get(idx.min(n - 1))
+            .map(|us| f64::from(*us) / 1000.0)
     }
 }
 
@@ -81,7 +83,9 @@ impl Running {
     pub fn join(self) -> Result<Outcome, String> {
         let mut all = Outcome::default();
         for t in self.threads {
-            let part = t.join().map_err(|_| "a load-generator thread panicked".to_owned())??;
+            let part = t
+                .join()
+                .map_err(|_| "a load-generator thread panicked".to_owned())??;
             all.merge(part);
         }
         all.latencies_us.sort_unstable();
@@ -106,7 +110,11 @@ pub fn start(plan: &Plan) -> Result<Running, String> {
             .map_err(|e| format!("cannot start a load-generator thread: {e}"))?;
         handles.push(h);
     }
-    Ok(Running { measure_start, end, threads: handles })
+    Ok(Running {
+        measure_start,
+        end,
+        threads: handles,
+    })
 }
 
 fn client_thread(
@@ -124,7 +132,16 @@ fn client_thread(
     rt.block_on(async move {
         let tasks: Vec<_> = conns
             .into_iter()
-            .map(|c| tokio::spawn(connection_task(addr, c, make.clone(), t0, measure_start, end)))
+            .map(|c| {
+                tokio::spawn(connection_task(
+                    addr,
+                    c,
+                    make.clone(),
+                    t0,
+                    measure_start,
+                    end,
+                ))
+            })
             .collect();
         let mut out = Outcome::default();
         for t in tasks {
@@ -139,7 +156,9 @@ pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Strin
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
@@ -150,9 +169,18 @@ pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Strin
 }
 
 /// Sends one request and reads the whole response body.
-pub async fn send(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
-    sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
-    let resp = sender.send_request(req).await.map_err(|e| format!("request failed: {e}"))?;
+pub async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
     let status = resp.status();
     let body = resp
         .into_body()
@@ -164,7 +192,10 @@ pub async fn send(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes
 }
 
 /// One request on a fresh connection (setup and sanity checks, not measured).
-pub async fn one_shot(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+pub async fn one_shot(
+    addr: SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
     let mut sender = connect(addr).await?;
     send(&mut sender, req).await
 }

@@ -136,7 +136,11 @@ fn basic(id: &str, secret: &str) -> Result<HeaderValue, String> {
     HeaderValue::from_str(&format!("Basic {enc}")).context("building a Basic authorization header")
 }
 
-async fn start_fixture(backend: &'static str, database_url: Option<String>, identities: usize) -> Result<Fixture, String> {
+async fn start_fixture(
+    backend: &'static str,
+    database_url: Option<String>,
+    identities: usize,
+) -> Result<Fixture, String> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let mut cfg = ServerConfig::default();
     cfg.data_dir = dir.path().to_path_buf();
@@ -204,7 +208,8 @@ async fn start_fixture(backend: &'static str, database_url: Option<String>, iden
     let creds: steward_proto::CredentialsFile =
         serde_json::from_slice(&raw).context("parsing the admin credentials file")?;
     let admin_basic = basic(&creds.client_id, &creds.client_secret)?;
-    let host = HeaderValue::from_str(&server.addr.to_string()).context("building the Host header")?;
+    let host =
+        HeaderValue::from_str(&server.addr.to_string()).context("building the Host header")?;
     Ok(Fixture {
         server,
         backend,
@@ -218,8 +223,14 @@ async fn start_fixture(backend: &'static str, database_url: Option<String>, iden
 
 impl Fixture {
     async fn shutdown(self) {
-        if tokio::time::timeout(Duration::from_secs(10), self.server.shutdown()).await.is_err() {
-            eprintln!("warning: the {} server did not shut down within 10 s", self.backend);
+        if tokio::time::timeout(Duration::from_secs(10), self.server.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "warning: the {} server did not shut down within 10 s",
+                self.backend
+            );
         }
     }
 
@@ -253,7 +264,10 @@ impl Fixture {
         })
         .to_string();
         // `{"name":"…",` + the rest of the object without its opening brace.
-        let tail: Arc<str> = rest.get(1..).context("serializing the identity template")?.into();
+        let tail: Arc<str> = rest
+            .get(1..)
+            .context("serializing the identity template")?
+            .into();
         let tag = Uuid::new_v4().simple().to_string()[..8].to_owned();
         let host = self.host.clone();
         Ok(Arc::new(move |conn, seq| {
@@ -279,8 +293,10 @@ impl Fixture {
                 String::from_utf8_lossy(&body)
             ));
         }
-        let t: steward_proto::TokenResponse = serde_json::from_slice(&body).context("parsing the admin token response")?;
-        HeaderValue::from_str(&format!("Bearer {}", t.access_token)).context("building the Bearer header")
+        let t: steward_proto::TokenResponse =
+            serde_json::from_slice(&body).context("parsing the admin token response")?;
+        HeaderValue::from_str(&format!("Bearer {}", t.access_token))
+            .context("building the Bearer header")
     }
 }
 
@@ -293,7 +309,10 @@ fn token_request(host: HeaderValue, clients: Vec<HeaderValue>) -> MakeRequest {
         *r.uri_mut() = Uri::from_static("/oauth2/token");
         let h = r.headers_mut();
         h.insert(HOST, host.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
         if let Some(auth) = clients.get(conn % clients.len().max(1)) {
             h.insert(AUTHORIZATION, auth.clone());
         }
@@ -349,7 +368,7 @@ fn measure(
     let x0 = pg.as_deref_mut().and_then(|p| rt.block_on(p.read()));
     sleep_until(running.end);
     let c1 = Commits::now();
-    let x1 = pg.as_deref_mut().and_then(|p| rt.block_on(p.read()));
+    let x1 = pg.and_then(|p| rt.block_on(p.read()));
     let out = running.join()?;
     let secs = s.measure.as_secs_f64();
     Ok(Measured {
@@ -433,7 +452,10 @@ async fn create_pg_database(url: &str) -> Result<(sqlx::PgConnection, String, St
         .await
         .map_err(|_| "connection timed out after 5 s".to_owned())?
         .map_err(|e| e.to_string())?;
-    let name = format!("steward_bench_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let name = format!(
+        "steward_bench_{}",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -444,11 +466,13 @@ async fn create_pg_database(url: &str) -> Result<(sqlx::PgConnection, String, St
 }
 
 async fn drop_pg_database(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), String> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .execute(conn)
-        .await
-        .map(|_| ())
-        .context("DROP DATABASE")
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .context("DROP DATABASE")
 }
 
 // ---------------------------------------------------------------- report
@@ -462,7 +486,7 @@ fn thousands(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -505,7 +529,10 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     for r in rows {
         match &r.result {
             Ok(m) => {
-                let ratio = noop.filter(|n| *n > 0.0).map_or_else(|| "–".into(), |n| format!("{:.0} %", 100.0 * m.ops_per_sec / n));
+                let ratio = noop.filter(|n| *n > 0.0).map_or_else(
+                    || "–".into(),
+                    |n| format!("{:.0} %", 100.0 * m.ops_per_sec / n),
+                );
                 let txns = if m.commits.batches == 0 {
                     "0".to_owned()
                 } else {
@@ -536,13 +563,12 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
                     xacts
                 );
             }
-            Err(e) => {
+            Err(_) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | – | – | – | – | – | – | – | – |",
+                    "| {} | {} | {} | not measured (see notes) | – | – | – | – | – | – | – |",
                     r.what, r.backend, r.clients
                 );
-                let _ = e;
             }
         }
     }
@@ -568,7 +594,11 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
             "Targets (reported, not asserted), SQLite token issuance: ≥ 15,000 tokens/s — {} ({}); \
              ≥ 40 % of the no-op rate — {:.0} % ({}).\n",
             thousands(t.ops_per_sec),
-            if t.ops_per_sec >= 15_000.0 { "met" } else { "not met" },
+            if t.ops_per_sec >= 15_000.0 {
+                "met"
+            } else {
+                "not met"
+            },
             ratio,
             if ratio >= 40.0 { "met" } else { "not met" }
         );
@@ -576,9 +606,12 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     let mut details = vec![];
     for r in rows {
         match &r.result {
-            Ok(m) if !m.error_samples.is_empty() => {
-                details.push(format!("- {} [{}]: {}", r.what, r.backend, m.error_samples.join(" | ")))
-            }
+            Ok(m) if !m.error_samples.is_empty() => details.push(format!(
+                "- {} [{}]: {}",
+                r.what,
+                r.backend,
+                m.error_samples.join(" | ")
+            )),
             Err(e) => details.push(format!("- {} [{}]: not measured: {e}", r.what, r.backend)),
             _ => {}
         }
@@ -620,33 +653,87 @@ fn run() -> Result<(), String> {
 
     // SQLite: the no-op baseline, then tokens and identity creation.
     let fx = rt.block_on(start_fixture("sqlite", None, s.identities))?;
-    rows.push(run_row(&rt, &s, "no-op GET /_noop", &fx, s.token_clients, Ok(fx.noop()), None));
-    rows.push(run_row(&rt, &s, "token issuance", &fx, s.token_clients, Ok(fx.token()), None));
-    let make = rt.block_on(fx.admin_bearer()).and_then(|b| fx.create_identity(b));
-    rows.push(run_row(&rt, &s, "identity creation", &fx, s.create_clients, make, None));
+    rows.push(run_row(
+        &rt,
+        &s,
+        "no-op GET /_noop",
+        &fx,
+        s.token_clients,
+        Ok(fx.noop()),
+        None,
+    ));
+    rows.push(run_row(
+        &rt,
+        &s,
+        "token issuance",
+        &fx,
+        s.token_clients,
+        Ok(fx.token()),
+        None,
+    ));
+    let make = rt
+        .block_on(fx.admin_bearer())
+        .and_then(|b| fx.create_identity(b));
+    rows.push(run_row(
+        &rt,
+        &s,
+        "identity creation",
+        &fx,
+        s.create_clients,
+        make,
+        None,
+    ));
     rt.block_on(fx.shutdown());
 
     // PostgreSQL, on a fresh database.
     match rt.block_on(create_pg_database(&s.pg_url)) {
         Err(e) => {
-            let line = format!("PostgreSQL skipped: PostgreSQL unreachable at {} ({e})", redact(&s.pg_url));
-            println!("skipped: PostgreSQL unreachable at {} ({e})", redact(&s.pg_url));
+            let line = format!(
+                "PostgreSQL skipped: PostgreSQL unreachable at {} ({e})",
+                redact(&s.pg_url)
+            );
+            println!(
+                "skipped: PostgreSQL unreachable at {} ({e})",
+                redact(&s.pg_url)
+            );
             notes.push(line);
         }
         Ok((conn, name, db_url)) => {
             let mut stats = PgXacts::new(conn, name.clone());
             match rt.block_on(start_fixture("postgres", Some(db_url), s.identities)) {
                 Ok(fx) => {
-                    rows.push(run_row(&rt, &s, "token issuance", &fx, s.token_clients, Ok(fx.token()), Some(&mut stats)));
-                    let make = rt.block_on(fx.admin_bearer()).and_then(|b| fx.create_identity(b));
-                    rows.push(run_row(&rt, &s, "identity creation", &fx, s.create_clients, make, Some(&mut stats)));
+                    rows.push(run_row(
+                        &rt,
+                        &s,
+                        "token issuance",
+                        &fx,
+                        s.token_clients,
+                        Ok(fx.token()),
+                        Some(&mut stats),
+                    ));
+                    let make = rt
+                        .block_on(fx.admin_bearer())
+                        .and_then(|b| fx.create_identity(b));
+                    rows.push(run_row(
+                        &rt,
+                        &s,
+                        "identity creation",
+                        &fx,
+                        s.create_clients,
+                        make,
+                        Some(&mut stats),
+                    ));
                     rt.block_on(fx.shutdown());
                 }
-                Err(e) => notes.push(format!("PostgreSQL: could not start the server on database {name}: {e}")),
+                Err(e) => notes.push(format!(
+                    "PostgreSQL: could not start the server on database {name}: {e}"
+                )),
             }
             let mut conn = stats.into_conn();
             if s.keep_db {
-                notes.push(format!("PostgreSQL database {name} kept (STEWARD_BENCH_KEEP_DB)"));
+                notes.push(format!(
+                    "PostgreSQL database {name} kept (STEWARD_BENCH_KEEP_DB)"
+                ));
             } else if let Err(e) = rt.block_on(drop_pg_database(&mut conn, &name)) {
                 eprintln!("warning: could not drop {name}: {e}");
             }
@@ -654,7 +741,9 @@ fn run() -> Result<(), String> {
     }
     let warnings = probe::warnings();
     if warnings > 0 {
-        notes.push(format!("the server logged {warnings} warning(s)/error(s) during the run (see stderr)"));
+        notes.push(format!(
+            "the server logged {warnings} warning(s)/error(s) during the run (see stderr)"
+        ));
     }
 
     let md = report(&s, &rows, &notes);

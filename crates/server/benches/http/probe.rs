@@ -88,7 +88,10 @@ impl Visit for Fields {
 
 impl Subscriber for Probe {
     fn enabled(&self, meta: &Metadata<'_>) -> bool {
-        *meta.level() <= Level::WARN || (meta.is_event() && meta.target().starts_with("steward_store") && *meta.level() <= Level::DEBUG)
+        *meta.level() <= Level::WARN
+            || (meta.is_event()
+                && meta.target().starts_with("steward_store")
+                && *meta.level() <= Level::DEBUG)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {

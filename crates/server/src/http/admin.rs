@@ -28,7 +28,11 @@ fn cursor_uuid(c: Option<&str>) -> ApiResult<Option<Uuid>> {
 
 #[utoipa::path(post, path = "/v1/owners", request_body = proto::CreateOwner, tag = "owners",
     responses((status = 201, body = proto::OwnerView), (status = 400, body = proto::ErrorBody), (status = 409, body = proto::ErrorBody)))]
-pub async fn create_owner(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<proto::CreateOwner>) -> ApiResult<Response> {
+pub async fn create_owner(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<proto::CreateOwner>,
+) -> ApiResult<Response> {
     p.require(Need::Write)?;
     let o = s.create_owner(&p.ctx, req).await?;
     Ok((StatusCode::CREATED, Json(proto::OwnerView::from(&o))).into_response())
@@ -46,7 +50,11 @@ pub struct OwnerListParams {
 
 #[utoipa::path(get, path = "/v1/owners", params(OwnerListParams), tag = "owners",
     responses((status = 200, body = proto::List<proto::OwnerView>)))]
-pub async fn list_owners(State(s): State<AppState>, p: Principal, ApiQuery(q): ApiQuery<OwnerListParams>) -> ApiResult<Json<proto::List<proto::OwnerView>>> {
+pub async fn list_owners(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<OwnerListParams>,
+) -> ApiResult<Json<proto::List<proto::OwnerView>>> {
     p.require(Need::Read)?;
     let status = match q.status.as_deref() {
         None => None,
@@ -69,7 +77,11 @@ pub async fn list_owners(State(s): State<AppState>, p: Principal, ApiQuery(q): A
 }
 
 #[utoipa::path(get, path = "/v1/owners/{id}", tag = "owners", responses((status = 200, body = proto::OwnerView), (status = 404, body = proto::ErrorBody)))]
-pub async fn get_owner(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<proto::OwnerView>> {
+pub async fn get_owner(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::OwnerView>> {
     p.require(Need::Read)?;
     let o = s.get_owner(parse_id(&id, "owner")?).await?;
     Ok(Json(proto::OwnerView::from(&o)))
@@ -95,14 +107,20 @@ pub async fn depart_owner(
     ApiJsonOrDefault(req): ApiJsonOrDefault<proto::DepartOwner>,
 ) -> ApiResult<Json<proto::DepartResult>> {
     p.require(Need::Write)?;
-    Ok(Json(s.depart_owner(&p.ctx, parse_id(&id, "owner")?, req).await?))
+    Ok(Json(
+        s.depart_owner(&p.ctx, parse_id(&id, "owner")?, req).await?,
+    ))
 }
 
 // ------------------------------------------------------------------ identities
 
 #[utoipa::path(post, path = "/v1/identities", request_body = proto::CreateIdentity, tag = "identities",
     responses((status = 201, body = proto::IdentityView), (status = 400, body = proto::ErrorBody), (status = 409, body = proto::ErrorBody)))]
-pub async fn create_identity(State(s): State<AppState>, p: Principal, ApiJson(req): ApiJson<proto::CreateIdentity>) -> ApiResult<Response> {
+pub async fn create_identity(
+    State(s): State<AppState>,
+    p: Principal,
+    ApiJson(req): ApiJson<proto::CreateIdentity>,
+) -> ApiResult<Response> {
     p.require(Need::Write)?;
     let i = s.create_identity(&p.ctx, req).await?;
     Ok((StatusCode::CREATED, Json(s.identity_view(&i))).into_response())
@@ -135,12 +153,17 @@ pub async fn list_identities(
     let kind = q
         .kind
         .as_deref()
-        .map(|k| IdentityKind::parse(k).ok_or_else(|| ApiError::bad_request(format!("unknown kind {k}"))))
+        .map(|k| {
+            IdentityKind::parse(k).ok_or_else(|| ApiError::bad_request(format!("unknown kind {k}")))
+        })
         .transpose()?;
     let status = q
         .status
         .as_deref()
-        .map(|k| IdentityStatus::parse(k).ok_or_else(|| ApiError::bad_request(format!("unknown status {k}"))))
+        .map(|k| {
+            IdentityStatus::parse(k)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {k}")))
+        })
         .transpose()?;
     let page = s
         .list_identities(&IdentityQuery {
@@ -163,7 +186,11 @@ pub async fn list_identities(
 }
 
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", responses((status = 200, body = proto::IdentityView), (status = 404, body = proto::ErrorBody)))]
-pub async fn get_identity(State(s): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<proto::IdentityView>> {
+pub async fn get_identity(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(id): Path<String>,
+) -> ApiResult<Json<proto::IdentityView>> {
     p.require(Need::Read)?;
     let i = s.get_identity(parse_id(&id, "identity")?).await?;
     Ok(Json(s.identity_view(&i)))
@@ -177,7 +204,9 @@ pub async fn update_identity(
     ApiJson(req): ApiJson<proto::UpdateIdentity>,
 ) -> ApiResult<Json<proto::IdentityView>> {
     p.require(Need::Write)?;
-    let i = s.update_identity(&p.ctx, parse_id(&id, "identity")?, req).await?;
+    let i = s
+        .update_identity(&p.ctx, parse_id(&id, "identity")?, req)
+        .await?;
     Ok(Json(s.identity_view(&i)))
 }
 
@@ -198,7 +227,11 @@ pub async fn identity_action(
         "resume" => Some(LifecycleAction::Resume),
         "retire" => Some(LifecycleAction::Retire),
         "revoke-tokens" => None,
-        other => return Err(ApiError::not_found(format!("no action {other} on identities"))),
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no action {other} on identities"
+            )));
+        }
     };
     p.require(Need::Write)?;
     let reason = body.reason;
@@ -220,9 +253,14 @@ pub async fn create_credential(
     ApiJson(req): ApiJson<proto::CreateCredential>,
 ) -> ApiResult<Response> {
     p.require(Need::Write)?;
-    let issued = s.create_credential(&p.ctx, parse_id(&id, "identity")?, req).await?;
+    let issued = s
+        .create_credential(&p.ctx, parse_id(&id, "identity")?, req)
+        .await?;
     let mut resp = (StatusCode::CREATED, Json(s.created_view(&issued))).into_response();
-    resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     Ok(resp)
 }
 
@@ -236,7 +274,10 @@ pub async fn list_credentials(
     let now = s.now();
     let creds = s.list_credentials(parse_id(&id, "identity")?).await?;
     Ok(Json(proto::List {
-        items: creds.iter().map(|c| proto::CredentialView::new(c, now)).collect(),
+        items: creds
+            .iter()
+            .map(|c| proto::CredentialView::new(c, now))
+            .collect(),
         next_cursor: None,
     }))
 }
@@ -249,7 +290,12 @@ pub async fn revoke_credential(
 ) -> ApiResult<Json<proto::CredentialView>> {
     p.require(Need::Write)?;
     let c = s
-        .revoke_credential(&p.ctx, parse_id(&id, "identity")?, parse_id(&cid, "credential")?, None)
+        .revoke_credential(
+            &p.ctx,
+            parse_id(&id, "identity")?,
+            parse_id(&cid, "credential")?,
+            None,
+        )
         .await?;
     Ok(Json(proto::CredentialView::new(&c, s.now())))
 }
@@ -264,14 +310,22 @@ pub async fn rotate_credential(
 ) -> ApiResult<Response> {
     p.require(Need::Write)?;
     let (issued, previous) = s
-        .rotate_credential(&p.ctx, parse_id(&id, "identity")?, parse_id(&cid, "credential")?, req)
+        .rotate_credential(
+            &p.ctx,
+            parse_id(&id, "identity")?,
+            parse_id(&cid, "credential")?,
+            req,
+        )
         .await?;
     let body = proto::RotatedCredential {
         current: s.created_view(&issued),
         previous: proto::CredentialView::new(&previous, s.now()),
     };
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-    resp.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     Ok(resp)
 }
 
@@ -312,12 +366,18 @@ pub async fn list_audit(
     let outcome = q
         .outcome
         .as_deref()
-        .map(|o| Outcome::parse(o).ok_or_else(|| ApiError::bad_request("outcome must be success, failure or denied")))
+        .map(|o| {
+            Outcome::parse(o)
+                .ok_or_else(|| ApiError::bad_request("outcome must be success, failure or denied"))
+        })
         .transpose()?;
     let after_seq = q
         .cursor
         .as_deref()
-        .map(|c| c.parse::<u64>().map_err(|_| ApiError::bad_request("invalid cursor")))
+        .map(|c| {
+            c.parse::<u64>()
+                .map_err(|_| ApiError::bad_request("invalid cursor"))
+        })
         .transpose()?;
     let page = s
         .store
@@ -334,21 +394,34 @@ pub async fn list_audit(
         .await
         .map_err(ServiceError::from)?;
     Ok(Json(proto::List {
-        items: page.items.iter().map(proto::AuditRecordView::from).collect(),
+        items: page
+            .items
+            .iter()
+            .map(proto::AuditRecordView::from)
+            .collect(),
         next_cursor: page.next,
     }))
 }
 
 #[utoipa::path(get, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = proto::CheckpointView)))]
-pub async fn get_checkpoint(State(s): State<AppState>, p: Principal) -> ApiResult<Json<proto::CheckpointView>> {
+pub async fn get_checkpoint(
+    State(s): State<AppState>,
+    p: Principal,
+) -> ApiResult<Json<proto::CheckpointView>> {
     p.require(Need::Audit)?;
     let cp = s.checkpoint().await?;
     Ok(Json(s.checkpoint_view(&cp)))
 }
 
 #[utoipa::path(get, path = "/v1/audit/proof/{seq}", tag = "audit", responses((status = 200, body = proto::InclusionProofView), (status = 404, body = proto::ErrorBody)))]
-pub async fn get_proof(State(s): State<AppState>, p: Principal, Path(seq): Path<String>) -> ApiResult<Json<proto::InclusionProofView>> {
+pub async fn get_proof(
+    State(s): State<AppState>,
+    p: Principal,
+    Path(seq): Path<String>,
+) -> ApiResult<Json<proto::InclusionProofView>> {
     p.require(Need::Audit)?;
-    let seq: u64 = seq.parse().map_err(|_| ApiError::not_found(format!("audit record {seq} not found")))?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("audit record {seq} not found")))?;
     Ok(Json(s.inclusion_proof(seq).await?))
 }

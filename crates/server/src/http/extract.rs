@@ -22,7 +22,12 @@ pub fn request_ctx(parts: &Parts) -> Ctx {
         .headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
     let source = parts
@@ -76,7 +81,9 @@ impl Principal {
             Err(ApiError::forbidden(match need {
                 Need::Read => "this request needs scope steward:read or steward:admin",
                 Need::Write => "this request needs scope steward:admin",
-                Need::Audit => "this request needs scope steward:audit, steward:read or steward:admin",
+                Need::Audit => {
+                    "this request needs scope steward:audit, steward:read or steward:admin"
+                }
             }))
         }
     }
@@ -91,28 +98,49 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing access token: send Authorization: Bearer <token>"))?;
+            .ok_or_else(|| {
+                ApiError::unauthorized("missing access token: send Authorization: Bearer <token>")
+            })?;
         let (scheme, token) = auth
             .split_once(' ')
             .ok_or_else(|| ApiError::unauthorized("malformed Authorization header"))?;
         let dpop_scheme = scheme.eq_ignore_ascii_case("dpop");
         if !dpop_scheme && !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::unauthorized("unsupported authorization scheme; use Bearer or DPoP"));
+            return Err(ApiError::unauthorized(
+                "unsupported authorization scheme; use Bearer or DPoP",
+            ));
         }
         let token = token.trim();
-        let verified = state.verify_token(token).await.map_err(ApiError::unauthorized)?;
+        let verified = state
+            .verify_token(token)
+            .await
+            .map_err(ApiError::unauthorized)?;
         if !verified.claims.aud.contains(&state.issuer) {
             return Err(ApiError::unauthorized("token audience is not this server"));
         }
         let bound = verified.claims.cnf.as_ref().and_then(|c| c.jkt.clone());
         match (bound, dpop_scheme) {
             (Some(jkt), true) => check_resource_dpop(parts, state, token, &jkt).await?,
-            (Some(_), false) => return Err(ApiError::unauthorized("DPoP-bound token must be sent with the DPoP scheme and a proof")),
-            (None, true) => return Err(ApiError::unauthorized("token is not DPoP-bound; use the Bearer scheme")),
+            (Some(_), false) => {
+                return Err(ApiError::unauthorized(
+                    "DPoP-bound token must be sent with the DPoP scheme and a proof",
+                ));
+            }
+            (None, true) => {
+                return Err(ApiError::unauthorized(
+                    "token is not DPoP-bound; use the Bearer scheme",
+                ));
+            }
             (None, false) => {}
         }
         ctx.actor = verified.claims.sub.clone();
-        let scopes = verified.claims.scope.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let scopes = verified
+            .claims
+            .scope
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
         Ok(Self {
             ctx,
             identity: verified.identity.id,
@@ -122,7 +150,12 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// RFC 9449 §7: a DPoP-bound token at a resource needs a fresh proof with `ath` and the bound key.
-async fn check_resource_dpop(parts: &Parts, state: &AppState, token: &str, jkt: &str) -> Result<(), ApiError> {
+async fn check_resource_dpop(
+    parts: &Parts,
+    state: &AppState,
+    token: &str,
+    jkt: &str,
+) -> Result<(), ApiError> {
     let proof = parts
         .headers
         .get("dpop")
@@ -138,14 +171,24 @@ async fn check_resource_dpop(parts: &Parts, state: &AppState, token: &str, jkt: 
         skew_secs: crate::service::tokens::SKEW_SECS,
         access_token: Some(token),
     };
-    let p = steward_crypto::dpop::verify_proof(proof, &check).map_err(|e| ApiError::unauthorized(format!("DPoP proof: {e}")))?;
+    let p = steward_crypto::dpop::verify_proof(proof, &check)
+        .map_err(|e| ApiError::unauthorized(format!("DPoP proof: {e}")))?;
     if !steward_crypto::constant_time_eq(p.jkt.as_bytes(), jkt.as_bytes()) {
-        return Err(ApiError::unauthorized("DPoP proof key does not match the token binding"));
+        return Err(ApiError::unauthorized(
+            "DPoP proof key does not match the token binding",
+        ));
     }
-    let until = state.now() + time::Duration::seconds(crate::service::tokens::DPOP_MAX_AGE_SECS + 120);
-    match state.store.claim_once(&format!("dpop:{jkt}"), &p.jti, until).await {
+    let until =
+        state.now() + time::Duration::seconds(crate::service::tokens::DPOP_MAX_AGE_SECS + 120);
+    match state
+        .store
+        .claim_once(&format!("dpop:{jkt}"), &p.jti, until)
+        .await
+    {
         Ok(true) => Ok(()),
-        Ok(false) => Err(ApiError::unauthorized("DPoP proof jti has already been used")),
+        Ok(false) => Err(ApiError::unauthorized(
+            "DPoP proof jti has already been used",
+        )),
         Err(e) => Err(crate::error::ServiceError::from(e).into()),
     }
 }
@@ -166,15 +209,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 
 fn json_rejection(rej: JsonRejection) -> ApiError {
     match rej {
-        JsonRejection::JsonDataError(e) => ApiError::bad_request(format!("invalid JSON body: {}", e.body_text())),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(format!("malformed JSON: {}", e.body_text())),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::bad_request(format!("invalid JSON body: {}", e.body_text()))
+        }
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(format!("malformed JSON: {}", e.body_text()))
+        }
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "expected Content-Type: application/json",
         ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "request body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is too large",
+            )
         }
         other => ApiError::new(other.status(), "invalid_request", other.body_text()),
     }
@@ -189,9 +240,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Self(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request(format!("invalid query: {}", e.body_text())))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::bad_request(
+                format!("invalid query: {}", e.body_text()),
+            )),
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }
@@ -228,6 +279,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for ApiJsonOr
                 "expected Content-Type: application/json",
             ));
         }
-        ApiJson::<T>::from_request(req, state).await.map(|ApiJson(v)| Self(v))
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| Self(v))
     }
 }

@@ -12,7 +12,9 @@ use crate::state::AppState;
 
 /// RFC 8414 authorization-server metadata.
 pub async fn metadata(State(s): State<AppState>) -> Response {
-    let algs = ["EdDSA", "ES256", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"];
+    let algs = [
+        "EdDSA", "ES256", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    ];
     let body = json!({
         "issuer": s.issuer,
         "token_endpoint": s.token_endpoint,
@@ -29,7 +31,10 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
         "service_documentation": format!("{}/openapi.json", s.issuer),
     });
     let mut r = Json(body).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 
@@ -38,8 +43,14 @@ pub async fn jwks(State(s): State<AppState>) -> Response {
     let ring = s.ring();
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
         ],
         ring.jwks.clone(),
     )
@@ -84,7 +95,10 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
         s.metrics.render(),
     )
         .into_response()

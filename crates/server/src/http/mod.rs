@@ -1,5 +1,5 @@
-//! The HTTP adapter: routes, middleware (body limits, timeouts, request ids, tracing) and OpenAPI.
-//! Handlers stay thin; they translate between HTTP and the service layer.
+//! The HTTP adapter: routes, middleware (body limits, timeouts) and the OpenAPI document.
+//! Handlers stay thin; request ids and principals come from extractors in `extract`.
 
 pub mod admin;
 pub mod extract;
@@ -42,7 +42,12 @@ impl utoipa::Modify for BearerAuth {
         let comps = api.components.get_or_insert_with(Default::default);
         comps.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -51,22 +56,46 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
     Router::new()
-        .route("/v1/owners", post(admin::create_owner).get(admin::list_owners))
-        .route("/v1/owners/{id}", get(admin::get_owner).patch(admin::update_owner))
+        .route(
+            "/v1/owners",
+            post(admin::create_owner).get(admin::list_owners),
+        )
+        .route(
+            "/v1/owners/{id}",
+            get(admin::get_owner).patch(admin::update_owner),
+        )
         .route("/v1/owners/{id}/depart", post(admin::depart_owner))
-        .route("/v1/identities", post(admin::create_identity).get(admin::list_identities))
-        .route("/v1/identities/{id}", get(admin::get_identity).patch(admin::update_identity))
+        .route(
+            "/v1/identities",
+            post(admin::create_identity).get(admin::list_identities),
+        )
+        .route(
+            "/v1/identities/{id}",
+            get(admin::get_identity).patch(admin::update_identity),
+        )
         .route("/v1/identities/{id}/{action}", post(admin::identity_action))
-        .route("/v1/identities/{id}/credentials", post(admin::create_credential).get(admin::list_credentials))
-        .route("/v1/identities/{id}/credentials/{cid}", delete(admin::revoke_credential))
-        .route("/v1/identities/{id}/credentials/{cid}/rotate", post(admin::rotate_credential))
+        .route(
+            "/v1/identities/{id}/credentials",
+            post(admin::create_credential).get(admin::list_credentials),
+        )
+        .route(
+            "/v1/identities/{id}/credentials/{cid}",
+            delete(admin::revoke_credential),
+        )
+        .route(
+            "/v1/identities/{id}/credentials/{cid}/rotate",
+            post(admin::rotate_credential),
+        )
         .route("/v1/audit", get(admin::list_audit))
         .route("/v1/audit/checkpoint", get(admin::get_checkpoint))
         .route("/v1/audit/proof/{seq}", get(admin::get_proof))
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))
-        .route("/.well-known/oauth-authorization-server", get(meta::metadata))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(meta::metadata),
+        )
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
@@ -75,9 +104,16 @@ pub fn router(state: AppState) -> Router {
         .route("/_noop", get(meta::noop))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }

@@ -22,9 +22,15 @@ impl IntoResponse for OAuthError {
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"steward\""));
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"steward\""),
+            );
         }
-        if let Some(s) = self.retry_after.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        if let Some(s) = self
+            .retry_after
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
             h.insert(header::RETRY_AFTER, s);
         }
         if let Some(n) = self.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
@@ -36,10 +42,17 @@ impl IntoResponse for OAuthError {
 
 /// Checks the content type and parses the form, mapping oversize bodies to 413.
 fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Form, OAuthError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            OAuthError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "request body is too large")
+            OAuthError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body is too large",
+            )
         } else {
             OAuthError::invalid_request("could not read the request body")
         }
@@ -57,15 +70,22 @@ fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
 
 fn no_store<T: IntoResponse>(v: T) -> Response {
     let mut r = v.into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     r
 }
 
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth2",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses((status = 200, body = steward_proto::TokenResponse), (status = 400, body = steward_proto::OAuthErrorBody), (status = 401, body = steward_proto::OAuthErrorBody)))]
-pub async fn token(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn token(
+    State(s): State<AppState>,
+    ReqCtx(ctx): ReqCtx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let form = read_form(&headers, body)?;
         s.token(&form, &headers, &ctx).await
@@ -74,7 +94,10 @@ pub async fn token(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers: Head
     match result {
         Ok(issued) => {
             let mut r = no_store(Json(issued.body));
-            if let Some(n) = issued.dpop_nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+            if let Some(n) = issued
+                .dpop_nonce
+                .and_then(|n| HeaderValue::from_str(&n).ok())
+            {
                 r.headers_mut().insert("dpop-nonce", n);
             }
             r
@@ -86,7 +109,12 @@ pub async fn token(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers: Head
 #[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth2",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses((status = 200, description = "RFC 7662 introspection response")))]
-pub async fn introspect(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn introspect(
+    State(s): State<AppState>,
+    ReqCtx(ctx): ReqCtx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let form = read_form(&headers, body)?;
         s.introspect(&form, &headers, &ctx).await
@@ -101,7 +129,12 @@ pub async fn introspect(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers:
 #[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth2",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses((status = 200, description = "Revoked, or nothing to revoke (RFC 7009 §2.2)")))]
-pub async fn revoke(State(s): State<AppState>, ReqCtx(ctx): ReqCtx, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn revoke(
+    State(s): State<AppState>,
+    ReqCtx(ctx): ReqCtx,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
         let form = read_form(&headers, body)?;
         s.revoke_token(&form, &headers, &ctx).await

@@ -25,6 +25,7 @@ impl Ctx {
     }
 
     pub fn event(&self, now: OffsetDateTime, action: &str, outcome: Outcome) -> AuditEvent {
-        AuditEvent::new(now, self.actor.clone(), action, outcome).request(self.request_id.clone(), self.source.clone())
+        AuditEvent::new(now, self.actor.clone(), action, outcome)
+            .request(self.request_id.clone(), self.source.clone())
     }
 }

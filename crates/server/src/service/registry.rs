@@ -1,15 +1,13 @@
 //! Registry use cases: owners, identities and credentials, with their lifecycle and audit records.
 //! Validation lives in steward-core; this module looks things up, composes changes and invalidates caches.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use steward_core::apikey::{ApiKey, KeyType};
 use steward_core::credential::NewCredential;
 use steward_core::identity::{IdentityPatch, NewIdentity};
 use steward_core::{
-    Credential, CredentialKind, DomainError, Identity, IdentityKind, IdentityStatus, LifecycleAction, Outcome, Owner,
-    OwnerKind,
+    Credential, CredentialKind, DomainError, Identity, IdentityKind, IdentityStatus,
+    LifecycleAction, Outcome, Owner, OwnerKind,
 };
 use steward_proto as proto;
 use steward_store::{Change, IdentityQuery, Mutation, OwnerQuery, Page};
@@ -27,17 +25,26 @@ pub struct IssuedCredential {
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 impl Inner {
     // ------------------------------------------------------------------ owners
 
-    pub async fn create_owner(&self, ctx: &Ctx, req: proto::CreateOwner) -> Result<Owner, ServiceError> {
+    pub async fn create_owner(
+        &self,
+        ctx: &Ctx,
+        req: proto::CreateOwner,
+    ) -> Result<Owner, ServiceError> {
         let kind = match req.kind.as_str() {
             "person" => OwnerKind::Person,
             "team" => OwnerKind::Team,
-            _ => return Err(ServiceError::invalid("invalid kind: must be \"person\" or \"team\"")),
+            _ => {
+                return Err(ServiceError::invalid(
+                    "invalid kind: must be \"person\" or \"team\"",
+                ));
+            }
         };
         let now = self.now();
         let owner = Owner::new(Uuid::now_v7(), &req.name, kind, &req.contact, now)?;
@@ -46,7 +53,11 @@ impl Inner {
             .target(format!("owner:{}", owner.id))
             .details(json!({"name": owner.name, "kind": req.kind, "contact": owner.contact}));
         self.store
-            .commit(Change::new().with(Mutation::InsertOwner(owner.clone())).audit(event))
+            .commit(
+                Change::new()
+                    .with(Mutation::InsertOwner(owner.clone()))
+                    .audit(event),
+            )
             .await?;
         Ok(owner)
     }
@@ -62,7 +73,12 @@ impl Inner {
         Ok(self.store.list_owners(q).await?)
     }
 
-    pub async fn update_owner(&self, ctx: &Ctx, id: Uuid, req: proto::UpdateOwner) -> Result<Owner, ServiceError> {
+    pub async fn update_owner(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        req: proto::UpdateOwner,
+    ) -> Result<Owner, ServiceError> {
         let before = self.get_owner(id).await?;
         let mut owner = before.clone();
         if let Some(n) = req.name {
@@ -82,7 +98,10 @@ impl Inner {
         self.store
             .commit(
                 Change::new()
-                    .with(Mutation::UpdateOwner { owner: owner.clone(), expected_version: before.version })
+                    .with(Mutation::UpdateOwner {
+                        owner: owner.clone(),
+                        expected_version: before.version,
+                    })
                     .audit(event),
             )
             .await?;
@@ -91,19 +110,26 @@ impl Inner {
 
     /// Records an owner's departure. Their identities become orphaned, or move to `reassign_to`
     /// in the same transaction.
-    pub async fn depart_owner(&self, ctx: &Ctx, id: Uuid, req: proto::DepartOwner) -> Result<proto::DepartResult, ServiceError> {
+    pub async fn depart_owner(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        req: proto::DepartOwner,
+    ) -> Result<proto::DepartResult, ServiceError> {
         let now = self.now();
         let before = self.get_owner(id).await?;
         let mut owner = before.clone();
         owner.depart(now)?;
         let successor = match req.reassign_to {
-            Some(r) if r == id => return Err(ServiceError::invalid("reassign_to must be a different owner")),
+            Some(r) if r == id => {
+                return Err(ServiceError::invalid(
+                    "reassign_to must be a different owner",
+                ));
+            }
             Some(r) => {
-                let s = self
-                    .store
-                    .get_owner(r)
-                    .await?
-                    .ok_or_else(|| ServiceError::invalid(format!("reassign_to: unknown owner {r}")))?;
+                let s = self.store.get_owner(r).await?.ok_or_else(|| {
+                    ServiceError::invalid(format!("reassign_to: unknown owner {r}"))
+                })?;
                 if !s.is_active() {
                     return Err(DomainError::OwnerDeparted(r.to_string()).into());
                 }
@@ -112,7 +138,10 @@ impl Inner {
             None => None,
         };
         let identities = self.all_identities_of(id).await?;
-        let mut change = Change::new().with(Mutation::UpdateOwner { owner: owner.clone(), expected_version: before.version });
+        let mut change = Change::new().with(Mutation::UpdateOwner {
+            owner: owner.clone(),
+            expected_version: before.version,
+        });
         let mut events = vec![];
         let ids: Vec<Uuid> = identities.iter().map(|i| i.id).collect();
         if let Some(s) = &successor {
@@ -121,7 +150,10 @@ impl Inner {
                 next.owner_id = s.id;
                 next.updated_at = now;
                 next.version += 1;
-                change = change.with(Mutation::UpdateIdentity { identity: next, expected_version: i.version });
+                change = change.with(Mutation::UpdateIdentity {
+                    identity: next,
+                    expected_version: i.version,
+                });
                 events.push(
                     ctx.event(now, "identity.reassign", Outcome::Success)
                         .target(format!("identity:{}", i.id))
@@ -133,7 +165,11 @@ impl Inner {
         change = change.audit(
             ctx.event(now, "owner.depart", Outcome::Success)
                 .target(format!("owner:{id}"))
-                .reason(req.reason.clone().unwrap_or_else(|| "owner departed".into()))
+                .reason(
+                    req.reason
+                        .clone()
+                        .unwrap_or_else(|| "owner departed".into()),
+                )
                 .details(json!({
                     "identities": ids,
                     "reassigned_to": successor.as_ref().map(|s| s.id),
@@ -146,7 +182,11 @@ impl Inner {
         for i in &ids {
             self.invalidate_identity(*i);
         }
-        let (orphaned, reassigned) = if successor.is_some() { (vec![], ids) } else { (ids, vec![]) };
+        let (orphaned, reassigned) = if successor.is_some() {
+            (vec![], ids)
+        } else {
+            (ids, vec![])
+        };
         Ok(proto::DepartResult {
             owner: proto::OwnerView::from(&owner),
             orphaned_identities: orphaned,
@@ -174,7 +214,11 @@ impl Inner {
                 })
                 .await?;
             let last = page.items.last().map(|i| i.id);
-            out.extend(page.items.into_iter().filter(|i| i.status != IdentityStatus::Retired));
+            out.extend(
+                page.items
+                    .into_iter()
+                    .filter(|i| i.status != IdentityStatus::Retired),
+            );
             match (page.next, last) {
                 (Some(_), Some(l)) => after = Some(l),
                 _ => return Ok(out),
@@ -184,18 +228,20 @@ impl Inner {
 
     // ------------------------------------------------------------------ identities
 
-    pub async fn create_identity(&self, ctx: &Ctx, req: proto::CreateIdentity) -> Result<Identity, ServiceError> {
+    pub async fn create_identity(
+        &self,
+        ctx: &Ctx,
+        req: proto::CreateIdentity,
+    ) -> Result<Identity, ServiceError> {
         let kind = IdentityKind::parse(&req.kind).ok_or_else(|| {
             ServiceError::invalid(format!(
                 "invalid kind: must be one of {}",
                 IdentityKind::ALL.map(IdentityKind::as_str).join(", ")
             ))
         })?;
-        let owner = self
-            .store
-            .get_owner(req.owner)
-            .await?
-            .ok_or_else(|| ServiceError::invalid(format!("invalid owner: unknown owner {}", req.owner)))?;
+        let owner = self.store.get_owner(req.owner).await?.ok_or_else(|| {
+            ServiceError::invalid(format!("invalid owner: unknown owner {}", req.owner))
+        })?;
         let now = self.now();
         let new = NewIdentity {
             name: req.name,
@@ -212,7 +258,14 @@ impl Inner {
             token_lifetime_secs: req.token_lifetime_secs,
             require_dpop: req.require_dpop,
         };
-        let identity = Identity::create(Uuid::now_v7(), new, &owner, &self.config.registry, &ctx.actor, now)?;
+        let identity = Identity::create(
+            Uuid::now_v7(),
+            new,
+            &owner,
+            &self.config.registry,
+            &ctx.actor,
+            now,
+        )?;
         let event = ctx
             .event(now, "identity.create", Outcome::Success)
             .target(format!("identity:{}", identity.id))
@@ -229,7 +282,11 @@ impl Inner {
                 "status": identity.status.as_str(),
             }));
         self.store
-            .commit(Change::new().with(Mutation::InsertIdentity(identity.clone())).audit(event))
+            .commit(
+                Change::new()
+                    .with(Mutation::InsertIdentity(identity.clone()))
+                    .audit(event),
+            )
             .await?;
         Ok(identity)
     }
@@ -245,15 +302,17 @@ impl Inner {
         Ok(self.store.list_identities(q).await?)
     }
 
-    pub async fn update_identity(&self, ctx: &Ctx, id: Uuid, req: proto::UpdateIdentity) -> Result<Identity, ServiceError> {
+    pub async fn update_identity(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        req: proto::UpdateIdentity,
+    ) -> Result<Identity, ServiceError> {
         let before = self.get_identity(id).await?;
         let new_owner = match req.owner {
-            Some(o) => Some(
-                self.store
-                    .get_owner(o)
-                    .await?
-                    .ok_or_else(|| ServiceError::invalid(format!("invalid owner: unknown owner {o}")))?,
-            ),
+            Some(o) => Some(self.store.get_owner(o).await?.ok_or_else(|| {
+                ServiceError::invalid(format!("invalid owner: unknown owner {o}"))
+            })?),
             None => None,
         };
         let now = self.now();
@@ -279,7 +338,10 @@ impl Inner {
         self.store
             .commit(
                 Change::new()
-                    .with(Mutation::UpdateIdentity { identity: identity.clone(), expected_version: before.version })
+                    .with(Mutation::UpdateIdentity {
+                        identity: identity.clone(),
+                        expected_version: before.version,
+                    })
                     .audit(event),
             )
             .await?;
@@ -324,7 +386,11 @@ impl Inner {
             details["tokens_revoked_before"] = json!(rfc3339(now));
         }
         let mut event = ctx
-            .event(now, &format!("identity.{}", action.as_str()), Outcome::Success)
+            .event(
+                now,
+                &format!("identity.{}", action.as_str()),
+                Outcome::Success,
+            )
             .target(format!("identity:{id}"))
             .identity(id)
             .details(details);
@@ -340,7 +406,11 @@ impl Inner {
     }
 
     /// Every token of the identity issued up to now stops being active.
-    pub async fn revoke_identity_tokens(&self, ctx: &Ctx, id: Uuid) -> Result<Identity, ServiceError> {
+    pub async fn revoke_identity_tokens(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+    ) -> Result<Identity, ServiceError> {
         let before = self.get_identity(id).await?;
         if before.status == IdentityStatus::Retired {
             return Ok(before);
@@ -358,7 +428,10 @@ impl Inner {
         self.store
             .commit(
                 Change::new()
-                    .with(Mutation::UpdateIdentity { identity: identity.clone(), expected_version: before.version })
+                    .with(Mutation::UpdateIdentity {
+                        identity: identity.clone(),
+                        expected_version: before.version,
+                    })
                     .audit(event),
             )
             .await?;
@@ -383,7 +456,13 @@ impl Inner {
             }
             .into());
         }
-        let expires_at = Credential::expiry_for(req.kind, req.expires_at, identity, &self.config.registry, now)?;
+        let expires_at = Credential::expiry_for(
+            req.kind,
+            req.expires_at,
+            identity,
+            &self.config.registry,
+            now,
+        )?;
         let mut credential = Credential {
             id: Uuid::now_v7(),
             identity_id: identity.id,
@@ -403,7 +482,9 @@ impl Inner {
         let secret = match req.kind {
             CredentialKind::ApiKey => {
                 if req.jwk.is_some() {
-                    return Err(ServiceError::invalid("invalid jwk: only public_key credentials take a jwk"));
+                    return Err(ServiceError::invalid(
+                        "invalid jwk: only public_key credentials take a jwk",
+                    ));
                 }
                 let key = ApiKey::generate(KeyType::ClientSecret, &mut steward_crypto::rand::fill);
                 let hash = self.hasher.hash(key.expose_secret().as_bytes());
@@ -412,9 +493,9 @@ impl Inner {
                 Some(key)
             }
             CredentialKind::PublicKey => {
-                let jwk = req
-                    .jwk
-                    .ok_or_else(|| ServiceError::invalid("invalid jwk: public_key credentials need a jwk"))?;
+                let jwk = req.jwk.ok_or_else(|| {
+                    ServiceError::invalid("invalid jwk: public_key credentials need a jwk")
+                })?;
                 let parsed = steward_crypto::jwk::parse_public_jwk(&jwk)
                     .map_err(|e| ServiceError::invalid(format!("invalid jwk: {e}")))?;
                 let mut stored = parsed.key.to_json();
@@ -425,7 +506,9 @@ impl Inner {
                     let a = steward_crypto::jws::JwsAlg::parse(alg)
                         .map_err(|e| ServiceError::invalid(format!("invalid jwk: {e}")))?;
                     if !a.fits(&parsed.key) {
-                        return Err(ServiceError::invalid("invalid jwk: alg does not fit the key type"));
+                        return Err(ServiceError::invalid(
+                            "invalid jwk: alg does not fit the key type",
+                        ));
                     }
                     stored["alg"] = json!(alg);
                 }
@@ -437,7 +520,12 @@ impl Inner {
         Ok(IssuedCredential { credential, secret })
     }
 
-    fn credential_event(&self, ctx: &Ctx, action: &str, c: &Credential) -> steward_core::AuditEvent {
+    fn credential_event(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        c: &Credential,
+    ) -> steward_core::AuditEvent {
         ctx.event(self.now(), action, Outcome::Success)
             .target(format!("credential:{}", c.id))
             .identity(c.identity_id)
@@ -456,8 +544,9 @@ impl Inner {
         req: proto::CreateCredential,
     ) -> Result<IssuedCredential, ServiceError> {
         let identity = self.get_identity(identity_id).await?;
-        let kind = CredentialKind::parse(&req.kind)
-            .ok_or_else(|| ServiceError::invalid("invalid type: must be \"api_key\" or \"public_key\""))?;
+        let kind = CredentialKind::parse(&req.kind).ok_or_else(|| {
+            ServiceError::invalid("invalid type: must be \"api_key\" or \"public_key\"")
+        })?;
         let issued = self.new_credential(
             ctx,
             &identity,
@@ -469,17 +558,28 @@ impl Inner {
         )?;
         let event = self.credential_event(ctx, "credential.create", &issued.credential);
         self.store
-            .commit(Change::new().with(Mutation::InsertCredential(issued.credential.clone())).audit(event))
+            .commit(
+                Change::new()
+                    .with(Mutation::InsertCredential(issued.credential.clone()))
+                    .audit(event),
+            )
             .await?;
         Ok(issued)
     }
 
-    pub async fn list_credentials(&self, identity_id: Uuid) -> Result<Vec<Credential>, ServiceError> {
+    pub async fn list_credentials(
+        &self,
+        identity_id: Uuid,
+    ) -> Result<Vec<Credential>, ServiceError> {
         self.get_identity(identity_id).await?;
         Ok(self.store.list_credentials(identity_id).await?)
     }
 
-    async fn credential_of(&self, identity_id: Uuid, credential_id: Uuid) -> Result<Credential, ServiceError> {
+    async fn credential_of(
+        &self,
+        identity_id: Uuid,
+        credential_id: Uuid,
+    ) -> Result<Credential, ServiceError> {
         match self.store.get_credential(credential_id).await? {
             Some(c) if c.identity_id == identity_id => Ok(c),
             _ => Err(ServiceError::not_found(format!(
@@ -497,12 +597,22 @@ impl Inner {
     ) -> Result<Credential, ServiceError> {
         let before = self.credential_of(identity_id, credential_id).await?;
         let mut c = before.clone();
-        c.revoke(reason.clone().or_else(|| Some("revoked by operator".into())), self.now())?;
-        let event = self.credential_event(ctx, "credential.revoke", &c).reason(reason.unwrap_or_else(|| "revoked by operator".into()));
+        c.revoke(
+            reason
+                .clone()
+                .or_else(|| Some("revoked by operator".into())),
+            self.now(),
+        )?;
+        let event = self
+            .credential_event(ctx, "credential.revoke", &c)
+            .reason(reason.unwrap_or_else(|| "revoked by operator".into()));
         self.store
             .commit(
                 Change::new()
-                    .with(Mutation::UpdateCredential { credential: c.clone(), expected_version: before.version })
+                    .with(Mutation::UpdateCredential {
+                        credential: c.clone(),
+                        expected_version: before.version,
+                    })
                     .audit(event),
             )
             .await?;
@@ -521,7 +631,9 @@ impl Inner {
     ) -> Result<(IssuedCredential, Credential), ServiceError> {
         let identity = self.get_identity(identity_id).await?;
         let before = self.credential_of(identity_id, credential_id).await?;
-        let grace_secs = req.grace_secs.unwrap_or(self.config.registry.rotation_grace_secs);
+        let grace_secs = req
+            .grace_secs
+            .unwrap_or(self.config.registry.rotation_grace_secs);
         if grace_secs > 30 * 24 * 3600 {
             return Err(ServiceError::invalid("invalid grace_secs: at most 30 days"));
         }
@@ -554,7 +666,10 @@ impl Inner {
             .commit(
                 Change::new()
                     .with(Mutation::InsertCredential(issued.credential.clone()))
-                    .with(Mutation::UpdateCredential { credential: previous.clone(), expected_version: before.version })
+                    .with(Mutation::UpdateCredential {
+                        credential: previous.clone(),
+                        expected_version: before.version,
+                    })
                     .audit(event),
             )
             .await?;
@@ -563,7 +678,12 @@ impl Inner {
     }
 
     pub fn identity_view(&self, i: &Identity) -> proto::IdentityView {
-        proto::IdentityView::new(i, &self.config.trust_domain, i.token_lifetime(&self.config.registry), self.now())
+        proto::IdentityView::new(
+            i,
+            &self.config.trust_domain,
+            i.token_lifetime(&self.config.registry),
+            self.now(),
+        )
     }
 
     pub fn created_view(&self, issued: &IssuedCredential) -> proto::CreatedCredential {
@@ -582,7 +702,8 @@ impl Inner {
 
 /// Field-level before/after of an identity update, for the audit record.
 fn identity_diff(a: &Identity, b: &Identity) -> serde_json::Value {
-    let (Ok(serde_json::Value::Object(x)), Ok(serde_json::Value::Object(y))) = (serde_json::to_value(a), serde_json::to_value(b))
+    let (Ok(serde_json::Value::Object(x)), Ok(serde_json::Value::Object(y))) =
+        (serde_json::to_value(a), serde_json::to_value(b))
     else {
         return json!({});
     };
@@ -596,9 +717,4 @@ fn identity_diff(a: &Identity, b: &Identity) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(out)
-}
-
-#[allow(dead_code)]
-fn _assert_send(i: Arc<Inner>) -> impl Send {
-    i
 }

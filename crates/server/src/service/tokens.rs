@@ -50,7 +50,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
     }
     pub fn invalid_client() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        )
     }
     pub fn unavailable() -> Self {
         let mut e = Self::new(
@@ -74,13 +78,17 @@ impl Form {
         for (k, v) in url::form_urlencoded::parse(body) {
             let entry = map.entry(k.into_owned()).or_default();
             if entry.len() >= 16 {
-                return Err(OAuthError::invalid_request("too many values for one parameter"));
+                return Err(OAuthError::invalid_request(
+                    "too many values for one parameter",
+                ));
             }
             entry.push(v.into_owned());
         }
         for (k, v) in &map {
             if v.len() > 1 && !matches!(k.as_str(), "resource" | "audience") {
-                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter {k} is repeated"
+                )));
             }
         }
         Ok(Self(map))
@@ -88,13 +96,22 @@ impl Form {
 
     /// A single-valued parameter; empty values count as absent (RFC 6749 §3.1).
     pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).and_then(|v| v.first()).map(String::as_str).filter(|s| !s.is_empty())
+        self.0
+            .get(k)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 
     pub fn all(&self, k: &str) -> Vec<&str> {
         self.0
             .get(k)
-            .map(|v| v.iter().map(String::as_str).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.iter()
+                    .map(String::as_str)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -205,10 +222,18 @@ fn unix(t: OffsetDateTime) -> i64 {
 }
 
 impl Inner {
-    fn fail_event(&self, ctx: &Ctx, action: &str, client: Option<Uuid>, reason: &str) -> steward_core::AuditEvent {
+    fn fail_event(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        client: Option<Uuid>,
+        reason: &str,
+    ) -> steward_core::AuditEvent {
         let mut e = steward_core::AuditEvent::new(
             self.now(),
-            client.map(|c| c.to_string()).unwrap_or_else(|| "anonymous".into()),
+            client
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "anonymous".into()),
             action,
             Outcome::Failure,
         )
@@ -221,17 +246,23 @@ impl Inner {
     }
 
     /// Audits a failed client authentication, counts it against the limiter, and builds the error.
-    async fn auth_failure(&self, ctx: &Ctx, action: &str, client: Option<Uuid>, reason: &str) -> OAuthError {
+    async fn auth_failure(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        client: Option<Uuid>,
+        reason: &str,
+    ) -> OAuthError {
         let mut locked = None;
-        if let Some(c) = client {
-            if let Err(d) = self.limiter.record_failure(&format!("client:{c}")) {
-                locked = Some(d);
-            }
+        if let Some(c) = client
+            && let Err(d) = self.limiter.record_failure(&format!("client:{c}"))
+        {
+            locked = Some(d);
         }
-        if let Some(src) = &ctx.source {
-            if let Err(d) = self.limiter.record_failure(&format!("ip:{src}")) {
-                locked = Some(d);
-            }
+        if let Some(src) = &ctx.source
+            && let Err(d) = self.limiter.record_failure(&format!("ip:{src}"))
+        {
+            locked = Some(d);
         }
         metrics::counter!("steward_auth_failures_total").increment(1);
         let event = self.fail_event(ctx, action, client, reason);
@@ -246,10 +277,14 @@ impl Inner {
 
     fn check_lockout(&self, client: Option<Uuid>, ctx: &Ctx) -> Result<(), OAuthError> {
         if let Some(c) = client {
-            self.limiter.check(&format!("client:{c}")).map_err(locked_out)?;
+            self.limiter
+                .check(&format!("client:{c}"))
+                .map_err(locked_out)?;
         }
         if let Some(src) = &ctx.source {
-            self.limiter.check(&format!("ip:{src}")).map_err(locked_out)?;
+            self.limiter
+                .check(&format!("ip:{src}"))
+                .map_err(locked_out)?;
         }
         Ok(())
     }
@@ -265,15 +300,24 @@ impl Inner {
         let basic = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")));
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            });
         let post = form.get("client_secret");
         let assertion = form.get("client_assertion");
-        let methods = usize::from(basic.is_some()) + usize::from(post.is_some()) + usize::from(assertion.is_some());
+        let methods = usize::from(basic.is_some())
+            + usize::from(post.is_some())
+            + usize::from(assertion.is_some());
         if methods > 1 {
-            return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+            return Err(OAuthError::invalid_request(
+                "use exactly one client authentication method",
+            ));
         }
         if methods == 0 {
-            return Err(self.auth_failure(ctx, action, None, "no client authentication").await);
+            return Err(self
+                .auth_failure(ctx, action, None, "no client authentication")
+                .await);
         }
         if let Some(a) = assertion {
             return self.authenticate_assertion(form, a, ctx, action).await;
@@ -281,33 +325,54 @@ impl Inner {
         let (method, client_id, secret) = match (basic, post) {
             (Some(b), _) => {
                 let Some((id, secret)) = decode_basic(b) else {
-                    return Err(self.auth_failure(ctx, action, None, "malformed Basic authorization").await);
+                    return Err(self
+                        .auth_failure(ctx, action, None, "malformed Basic authorization")
+                        .await);
                 };
                 if form.get("client_id").is_some_and(|f| f != id) {
-                    return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
+                    return Err(OAuthError::invalid_request(
+                        "client_id does not match the Authorization header",
+                    ));
                 }
                 (AuthMethod::ClientSecretBasic, id, secret)
             }
             (None, Some(s)) => {
                 let Some(id) = form.get("client_id") else {
-                    return Err(OAuthError::invalid_request("client_id is required with client_secret"));
+                    return Err(OAuthError::invalid_request(
+                        "client_id is required with client_secret",
+                    ));
                 };
                 (AuthMethod::ClientSecretPost, id.to_owned(), s.to_owned())
             }
             (None, None) => return Err(OAuthError::invalid_client()),
         };
         let Ok(client) = Uuid::parse_str(&client_id) else {
-            return Err(self.auth_failure(ctx, action, None, "client_id is not an identity id").await);
+            return Err(self
+                .auth_failure(ctx, action, None, "client_id is not an identity id")
+                .await);
         };
         self.check_lockout(Some(client), ctx)?;
         let key = match ApiKey::parse(&secret) {
             Ok(k) => k,
-            Err(e) => return Err(self.auth_failure(ctx, action, Some(client), &format!("bad client secret: {e}")).await),
+            Err(e) => {
+                return Err(self
+                    .auth_failure(
+                        ctx,
+                        action,
+                        Some(client),
+                        &format!("bad client secret: {e}"),
+                    )
+                    .await);
+            }
         };
         let hash = self.hasher.hash(key.expose_secret().as_bytes());
         let cred = match self.credential_by_hash(hash).await {
             Ok(Some(c)) => c,
-            Ok(None) => return Err(self.auth_failure(ctx, action, Some(client), "unknown client secret").await),
+            Ok(None) => {
+                return Err(self
+                    .auth_failure(ctx, action, Some(client), "unknown client secret")
+                    .await);
+            }
             Err(_) => return Err(OAuthError::unavailable()),
         };
         let stored_ok = cred
@@ -315,10 +380,19 @@ impl Inner {
             .as_deref()
             .is_some_and(|h| self.hasher.verify(key.expose_secret().as_bytes(), h));
         if !stored_ok || cred.kind != CredentialKind::ApiKey {
-            return Err(self.auth_failure(ctx, action, Some(client), "unknown client secret").await);
+            return Err(self
+                .auth_failure(ctx, action, Some(client), "unknown client secret")
+                .await);
         }
         if cred.identity_id != client {
-            return Err(self.auth_failure(ctx, action, Some(client), "client secret belongs to another client").await);
+            return Err(self
+                .auth_failure(
+                    ctx,
+                    action,
+                    Some(client),
+                    "client secret belongs to another client",
+                )
+                .await);
         }
         let now = self.now();
         if let Err(r) = cred.check_usable(now) {
@@ -333,10 +407,19 @@ impl Inner {
         })
     }
 
-    async fn live_identity(&self, client: Uuid, ctx: &Ctx, action: &str) -> Result<Arc<Identity>, OAuthError> {
+    async fn live_identity(
+        &self,
+        client: Uuid,
+        ctx: &Ctx,
+        action: &str,
+    ) -> Result<Arc<Identity>, OAuthError> {
         let identity = match self.identity(client).await {
             Ok(Some(i)) => i,
-            Ok(None) => return Err(self.auth_failure(ctx, action, Some(client), "unknown client").await),
+            Ok(None) => {
+                return Err(self
+                    .auth_failure(ctx, action, Some(client), "unknown client")
+                    .await);
+            }
             Err(_) => return Err(OAuthError::unavailable()),
         };
         if let Err(r) = identity.check_can_authenticate(self.now()) {
@@ -361,19 +444,46 @@ impl Inner {
         }
         let decoded = match jws::decode(assertion) {
             Ok(d) => d,
-            Err(e) => return Err(self.auth_failure(ctx, action, None, &format!("malformed client assertion: {e}")).await),
+            Err(e) => {
+                return Err(self
+                    .auth_failure(
+                        ctx,
+                        action,
+                        None,
+                        &format!("malformed client assertion: {e}"),
+                    )
+                    .await);
+            }
         };
         let iss = decoded.claim_str("iss");
         let sub = decoded.claim_str("sub");
         let client = match (iss, sub) {
             (Some(i), Some(s)) if i == s => match Uuid::parse_str(i) {
                 Ok(u) => u,
-                Err(_) => return Err(self.auth_failure(ctx, action, None, "assertion iss is not an identity id").await),
+                Err(_) => {
+                    return Err(self
+                        .auth_failure(ctx, action, None, "assertion iss is not an identity id")
+                        .await);
+                }
             },
-            _ => return Err(self.auth_failure(ctx, action, None, "assertion iss and sub must both be the client id").await),
+            _ => {
+                return Err(self
+                    .auth_failure(
+                        ctx,
+                        action,
+                        None,
+                        "assertion iss and sub must both be the client id",
+                    )
+                    .await);
+            }
         };
-        if form.get("client_id").is_some_and(|c| c != client.to_string()) {
-            return Err(OAuthError::invalid_request("client_id does not match the assertion"));
+        if form
+            .get("client_id")
+            .is_some_and(|c| c != client.to_string())
+        {
+            return Err(OAuthError::invalid_request(
+                "client_id does not match the assertion",
+            ));
         }
         self.check_lockout(Some(client), ctx)?;
         let now = self.now();
@@ -392,12 +502,14 @@ impl Inner {
                     continue;
                 }
             }
-            let Ok(parsed) = steward_crypto::jwk::parse_public_jwk(jwk) else { continue };
-            if let Some(alg) = jwk.get("alg").and_then(|v| v.as_str()) {
-                if alg != decoded.alg.as_str() {
-                    last_err = "assertion alg differs from the registered key's alg".into();
-                    continue;
-                }
+            let Ok(parsed) = steward_crypto::jwk::parse_public_jwk(jwk) else {
+                continue;
+            };
+            if let Some(alg) = jwk.get("alg").and_then(|v| v.as_str())
+                && alg != decoded.alg.as_str()
+            {
+                last_err = "assertion alg differs from the registered key's alg".into();
+                continue;
             }
             match jws::verify(&decoded, &parsed.key, JwsAlg::ASYMMETRIC) {
                 Ok(()) => {
@@ -412,18 +524,31 @@ impl Inner {
             }
         }
         let Some(cred) = matched else {
-            return Err(self.auth_failure(ctx, action, Some(client), &last_err).await);
+            return Err(self
+                .auth_failure(ctx, action, Some(client), &last_err)
+                .await);
         };
         if let Err(r) = self.check_assertion_claims(&decoded, now) {
             return Err(self.auth_failure(ctx, action, Some(client), r).await);
         }
         let (Some(jti), Some(exp)) = (decoded.claim_str("jti"), decoded.claim_i64("exp")) else {
-            return Err(self.auth_failure(ctx, action, Some(client), "assertion needs jti and exp").await);
+            return Err(self
+                .auth_failure(ctx, action, Some(client), "assertion needs jti and exp")
+                .await);
         };
-        let exp_t = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now) + time::Duration::seconds(SKEW_SECS);
-        match self.store.claim_once(&format!("assertion:{client}"), jti, exp_t).await {
+        let exp_t = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now)
+            + time::Duration::seconds(SKEW_SECS);
+        match self
+            .store
+            .claim_once(&format!("assertion:{client}"), jti, exp_t)
+            .await
+        {
             Ok(true) => {}
-            Ok(false) => return Err(self.auth_failure(ctx, action, Some(client), "assertion jti replayed").await),
+            Ok(false) => {
+                return Err(self
+                    .auth_failure(ctx, action, Some(client), "assertion jti replayed")
+                    .await);
+            }
             Err(_) => return Err(OAuthError::unavailable()),
         }
         let identity = self.live_identity(client, ctx, action).await?;
@@ -435,7 +560,11 @@ impl Inner {
         })
     }
 
-    fn check_assertion_claims(&self, d: &jws::Decoded, now: OffsetDateTime) -> Result<(), &'static str> {
+    fn check_assertion_claims(
+        &self,
+        d: &jws::Decoded,
+        now: OffsetDateTime,
+    ) -> Result<(), &'static str> {
         let now = unix(now);
         let aud_ok = match d.claims.get("aud") {
             Some(serde_json::Value::String(a)) => a == &self.token_endpoint || a == &self.issuer,
@@ -473,12 +602,19 @@ impl Inner {
     }
 
     /// `POST /oauth2/token`.
-    pub async fn token(&self, form: &Form, headers: &HeaderMap, ctx: &Ctx) -> Result<Issued, OAuthError> {
+    pub async fn token(
+        &self,
+        form: &Form,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+    ) -> Result<Issued, OAuthError> {
         let grant = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
         if grant != "client_credentials" {
-            let client = self.authenticate_client(form, headers, ctx, "token.issue").await?;
+            let client = self
+                .authenticate_client(form, headers, ctx, "token.issue")
+                .await?;
             let e = OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
@@ -487,8 +623,13 @@ impl Inner {
             self.deny(ctx, &client, "token.issue", &e).await;
             return Err(e);
         }
-        let client = self.authenticate_client(form, headers, ctx, "token.issue").await?;
-        match self.issue_client_credentials(&client, form, headers, ctx).await {
+        let client = self
+            .authenticate_client(form, headers, ctx, "token.issue")
+            .await?;
+        match self
+            .issue_client_credentials(&client, form, headers, ctx)
+            .await
+        {
             Ok(t) => Ok(t),
             Err(e) => {
                 self.deny(ctx, &client, "token.issue", &e).await;
@@ -500,12 +641,17 @@ impl Inner {
     /// Audits a refused request from an authenticated client.
     async fn deny(&self, ctx: &Ctx, client: &AuthenticatedClient, action: &str, e: &OAuthError) {
         let id = client.identity.id;
-        let event = steward_core::AuditEvent::new(self.now(), id.to_string(), action, Outcome::Denied)
-            .request(ctx.request_id.clone(), ctx.source.clone())
-            .identity(id)
-            .target(format!("identity:{id}"))
-            .reason(format!("{}: {}", e.error, e.description))
-            .details(json!({"credential_id": client.credential_id, "method": client.method.as_str()}));
+        let event = steward_core::AuditEvent::new(
+            self.now(),
+            id.to_string(),
+            action,
+            Outcome::Denied,
+        )
+        .request(ctx.request_id.clone(), ctx.source.clone())
+        .identity(id)
+        .target(format!("identity:{id}"))
+        .reason(format!("{}: {}", e.error, e.description))
+        .details(json!({"credential_id": client.credential_id, "method": client.method.as_str()}));
         if let Err(err) = self.store.commit(Change::audit_only(event)).await {
             tracing::error!(error = %err, "could not audit a refused token request");
         }
@@ -520,8 +666,9 @@ impl Inner {
     ) -> Result<Issued, OAuthError> {
         let identity = &client.identity;
         let requested = match form.get("scope") {
-            Some(s) => scope::parse_scope_param(s)
-                .map_err(|e| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string()))?,
+            Some(s) => scope::parse_scope_param(s).map_err(|e| {
+                OAuthError::new(StatusCode::BAD_REQUEST, "invalid_scope", e.to_string())
+            })?,
             None => vec![],
         };
         let scopes = if requested.is_empty() {
@@ -574,29 +721,40 @@ impl Inner {
             env: identity.environment.clone(),
             kind: identity.kind.as_str().to_owned(),
             credential_id: Some(client.credential_id),
-            cnf: jkt.clone().map(|j| Confirmation { jkt: Some(j), x5t_s256: None }),
+            cnf: jkt.clone().map(|j| Confirmation {
+                jkt: Some(j),
+                x5t_s256: None,
+            }),
         };
         let ring = self.ring();
-        let token = ring
-            .signer
-            .sign_jwt("at+jwt", &claims)
-            .map_err(|_| OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "token signing failed"))?;
+        let token = ring.signer.sign_jwt("at+jwt", &claims).map_err(|_| {
+            OAuthError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "token signing failed",
+            )
+        })?;
         let token_type = if jkt.is_some() { "DPoP" } else { "Bearer" };
-        let event = steward_core::AuditEvent::new(now, identity.id.to_string(), "token.issue", Outcome::Success)
-            .request(ctx.request_id.clone(), ctx.source.clone())
-            .identity(identity.id)
-            .target(format!("token:{jti}"))
-            .details(json!({
-                "jti": jti,
-                "grant_type": "client_credentials",
-                "method": client.method.as_str(),
-                "credential_id": client.credential_id,
-                "scope": claims.scope,
-                "aud": claims.aud.0,
-                "exp": claims.exp,
-                "token_type": token_type,
-                "kid": ring.signer.kid(),
-            }));
+        let event = steward_core::AuditEvent::new(
+            now,
+            identity.id.to_string(),
+            "token.issue",
+            Outcome::Success,
+        )
+        .request(ctx.request_id.clone(), ctx.source.clone())
+        .identity(identity.id)
+        .target(format!("token:{jti}"))
+        .details(json!({
+            "jti": jti,
+            "grant_type": "client_credentials",
+            "method": client.method.as_str(),
+            "credential_id": client.credential_id,
+            "scope": claims.scope,
+            "aud": claims.aud.0,
+            "exp": claims.exp,
+            "token_type": token_type,
+            "kid": ring.signer.kid(),
+        }));
         // Durable before the response: the audit record is group-committed and awaited.
         if self.store.commit(Change::audit_only(event)).await.is_err() {
             return Err(OAuthError::unavailable());
@@ -611,10 +769,9 @@ impl Inner {
                 scope: (!claims.scope.is_empty()).then(|| claims.scope.clone()),
                 issued_token_type: None,
             },
-            dpop_nonce: self
-                .config
-                .dpop_require_nonce
-                .then(|| steward_crypto::dpop::nonce(&self.dpop_nonce_key, unix(now), DPOP_NONCE_PERIOD_SECS)),
+            dpop_nonce: self.config.dpop_require_nonce.then(|| {
+                steward_crypto::dpop::nonce(&self.dpop_nonce_key, unix(now), DPOP_NONCE_PERIOD_SECS)
+            }),
         })
     }
 
@@ -636,11 +793,19 @@ impl Inner {
             }
             (None, _) => return Ok(None),
             (Some(_), Some(_)) => {
-                return Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", "more than one DPoP header"));
+                return Err(OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_dpop_proof",
+                    "more than one DPoP header",
+                ));
             }
-            (Some(p), None) => p
-                .to_str()
-                .map_err(|_| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", "DPoP header is not ASCII"))?,
+            (Some(p), None) => p.to_str().map_err(|_| {
+                OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_dpop_proof",
+                    "DPoP header is not ASCII",
+                )
+            })?,
         };
         let check = steward_crypto::dpop::DpopCheck {
             method: "POST",
@@ -650,22 +815,39 @@ impl Inner {
             skew_secs: SKEW_SECS,
             access_token: None,
         };
-        let p = steward_crypto::dpop::verify_proof(proof, &check)
-            .map_err(|e| OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", e.to_string()))?;
+        let p = steward_crypto::dpop::verify_proof(proof, &check).map_err(|e| {
+            OAuthError::new(StatusCode::BAD_REQUEST, "invalid_dpop_proof", e.to_string())
+        })?;
         if self.config.dpop_require_nonce {
-            let ok = p
-                .nonce
-                .as_deref()
-                .is_some_and(|n| steward_crypto::dpop::check_nonce(&self.dpop_nonce_key, n, unix(now), DPOP_NONCE_PERIOD_SECS));
+            let ok = p.nonce.as_deref().is_some_and(|n| {
+                steward_crypto::dpop::check_nonce(
+                    &self.dpop_nonce_key,
+                    n,
+                    unix(now),
+                    DPOP_NONCE_PERIOD_SECS,
+                )
+            });
             if !ok {
-                let mut e = OAuthError::new(StatusCode::BAD_REQUEST, "use_dpop_nonce", "use the DPoP-Nonce the server provided");
-                e.dpop_nonce = Some(steward_crypto::dpop::nonce(&self.dpop_nonce_key, unix(now), DPOP_NONCE_PERIOD_SECS));
+                let mut e = OAuthError::new(
+                    StatusCode::BAD_REQUEST,
+                    "use_dpop_nonce",
+                    "use the DPoP-Nonce the server provided",
+                );
+                e.dpop_nonce = Some(steward_crypto::dpop::nonce(
+                    &self.dpop_nonce_key,
+                    unix(now),
+                    DPOP_NONCE_PERIOD_SECS,
+                ));
                 return Err(e);
             }
         }
         // A proof is single-use: remember its jti for as long as its iat would still be accepted.
         let remember_until = now + time::Duration::seconds(DPOP_MAX_AGE_SECS + 2 * SKEW_SECS);
-        match self.store.claim_once(&format!("dpop:{}", p.jkt), &p.jti, remember_until).await {
+        match self
+            .store
+            .claim_once(&format!("dpop:{}", p.jkt), &p.jti, remember_until)
+            .await
+        {
             Ok(true) => Ok(Some(p.jkt)),
             Ok(false) => Err(OAuthError::new(
                 StatusCode::BAD_REQUEST,
@@ -684,16 +866,22 @@ impl Inner {
             Ok(d) => d,
             Err(_) => {
                 // A key created by another node may be missing from this node's ring.
-                let kid_unknown = jws::decode(token).ok().and_then(|d| d.kid().map(str::to_owned)).is_some();
+                let kid_unknown = jws::decode(token)
+                    .ok()
+                    .and_then(|d| d.kid().map(str::to_owned))
+                    .is_some();
                 if !kid_unknown || self.reload_ring().await.is_err() {
                     return Err("invalid token signature");
                 }
                 ring = self.ring();
-                ring.verifier.verify(token, Some("at+jwt")).map_err(|_| "invalid token signature")?
+                ring.verifier
+                    .verify(token, Some("at+jwt"))
+                    .map_err(|_| "invalid token signature")?
             }
         };
-        let claims: AccessClaims = serde_json::from_value(serde_json::Value::Object(decoded.claims))
-            .map_err(|_| "token claims are malformed")?;
+        let claims: AccessClaims =
+            serde_json::from_value(serde_json::Value::Object(decoded.claims))
+                .map_err(|_| "token claims are malformed")?;
         let now = self.now();
         let t = unix(now);
         if claims.iss != self.issuer {
@@ -716,7 +904,8 @@ impl Inner {
             Ok(None) => return Err("token subject is unknown"),
             Err(_) => return Err("identity status unavailable"),
         };
-        let issued = OffsetDateTime::from_unix_timestamp(claims.iat).map_err(|_| "token iat is malformed")?;
+        let issued = OffsetDateTime::from_unix_timestamp(claims.iat)
+            .map_err(|_| "token iat is malformed")?;
         identity.token_still_valid(issued, now)?;
         if let Some(cid) = claims.credential_id {
             match self.store.get_credential(cid).await {
@@ -729,9 +918,20 @@ impl Inner {
     }
 
     /// `POST /oauth2/introspect` (RFC 7662). The caller must be allowed `steward:introspect` or `steward:admin`.
-    pub async fn introspect(&self, form: &Form, headers: &HeaderMap, ctx: &Ctx) -> Result<serde_json::Value, OAuthError> {
-        self.authorize_privileged_caller(form, headers, ctx, "token.introspect", &["steward:introspect", "steward:admin"])
-            .await?;
+    pub async fn introspect(
+        &self,
+        form: &Form,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+    ) -> Result<serde_json::Value, OAuthError> {
+        self.authorize_privileged_caller(
+            form,
+            headers,
+            ctx,
+            "token.introspect",
+            &["steward:introspect", "steward:admin"],
+        )
+        .await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -793,15 +993,25 @@ impl Inner {
             return Err(OAuthError::new(
                 StatusCode::FORBIDDEN,
                 "unauthorized_client",
-                format!("this operation needs one of the scopes: {}", scopes.join(", ")),
+                format!(
+                    "this operation needs one of the scopes: {}",
+                    scopes.join(", ")
+                ),
             ));
         }
         Ok(identity)
     }
 
     /// `POST /oauth2/revoke` (RFC 7009): a client may revoke its own tokens; `steward:admin` any.
-    pub async fn revoke_token(&self, form: &Form, headers: &HeaderMap, ctx: &Ctx) -> Result<(), OAuthError> {
-        let client = self.authenticate_client(form, headers, ctx, "token.revoke").await?;
+    pub async fn revoke_token(
+        &self,
+        form: &Form,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+    ) -> Result<(), OAuthError> {
+        let client = self
+            .authenticate_client(form, headers, ctx, "token.revoke")
+            .await?;
         let token = form
             .get("token")
             .ok_or_else(|| OAuthError::invalid_request("token is required"))?;
@@ -810,7 +1020,9 @@ impl Inner {
         let Ok(decoded) = ring.verifier.verify(token, Some("at+jwt")) else {
             return Ok(());
         };
-        let Ok(claims) = serde_json::from_value::<AccessClaims>(serde_json::Value::Object(decoded.claims)) else {
+        let Ok(claims) =
+            serde_json::from_value::<AccessClaims>(serde_json::Value::Object(decoded.claims))
+        else {
             return Ok(());
         };
         let is_admin = client.identity.scopes.iter().any(|s| s == "steward:admin");
@@ -842,7 +1054,10 @@ impl Inner {
                 expires_at: exp,
             })
             .audit(event);
-        self.store.commit(change).await.map_err(|_| OAuthError::unavailable())?;
+        self.store
+            .commit(change)
+            .await
+            .map_err(|_| OAuthError::unavailable())?;
         Ok(())
     }
 }
@@ -865,9 +1080,11 @@ fn decode_basic(b64: &str) -> Option<(String, String)> {
     let (id, secret) = s.split_once(':')?;
     let dec = |x: &str| -> Option<String> {
         let plus = x.replace('+', " ");
-        url::form_urlencoded::parse(format!("v={}", plus.replace('&', "%26").replace('=', "%3D")).as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
+        url::form_urlencoded::parse(
+            format!("v={}", plus.replace('&', "%26").replace('=', "%3D")).as_bytes(),
+        )
+        .next()
+        .map(|(_, v)| v.into_owned())
     };
     Some((dec(id)?, dec(secret)?))
 }
@@ -893,8 +1110,14 @@ mod tests {
 
     #[test]
     fn audience_serializes_as_string_or_array() {
-        assert_eq!(serde_json::to_string(&Audience(vec!["a".into()])).unwrap(), "\"a\"");
-        assert_eq!(serde_json::to_string(&Audience(vec!["a".into(), "b".into()])).unwrap(), "[\"a\",\"b\"]");
+        assert_eq!(
+            serde_json::to_string(&Audience(vec!["a".into()])).unwrap(),
+            "\"a\""
+        );
+        assert_eq!(
+            serde_json::to_string(&Audience(vec!["a".into(), "b".into()])).unwrap(),
+            "[\"a\",\"b\"]"
+        );
         let a: Audience = serde_json::from_str("[\"x\"]").unwrap();
         assert!(a.contains("x"));
     }

@@ -39,12 +39,20 @@ impl TestServer {
         )
         .await
         .expect("server starts");
-        let path = server.admin_credentials.clone().expect("bootstrap wrote admin credentials");
-        let creds: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read creds")).expect("json");
+        let path = server
+            .admin_credentials
+            .clone()
+            .expect("bootstrap wrote admin credentials");
+        let creds: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read creds"))
+                .expect("json");
         Self {
             base: server.base_url(),
             admin_id: creds["client_id"].as_str().expect("client_id").to_owned(),
-            admin_secret: creds["client_secret"].as_str().expect("client_secret").to_owned(),
+            admin_secret: creds["client_secret"]
+                .as_str()
+                .expect("client_secret")
+                .to_owned(),
             server,
             http: reqwest::Client::new(),
             clock,
@@ -57,7 +65,12 @@ impl TestServer {
     }
 
     /// Posts a form to the token endpoint with HTTP Basic client authentication.
-    pub async fn token_basic(&self, client_id: &str, secret: &str, form: &[(&str, &str)]) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    pub async fn token_basic(
+        &self,
+        client_id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         let mut f: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         f.extend_from_slice(form);
         let resp = self
@@ -74,18 +87,31 @@ impl TestServer {
     }
 
     pub async fn admin_token(&self) -> String {
-        let (s, v, _) = self.token_basic(&self.admin_id, &self.admin_secret, &[]).await;
+        let (s, v, _) = self
+            .token_basic(&self.admin_id, &self.admin_secret, &[])
+            .await;
         assert_eq!(s, StatusCode::OK, "admin token: {v}");
         v["access_token"].as_str().expect("token").to_owned()
     }
 
     /// Calls the admin API with a fresh admin token.
-    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let token = self.admin_token().await;
         self.api_with(&token, method, path, body).await
     }
 
-    pub async fn api_with(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn api_with(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
@@ -97,7 +123,13 @@ impl TestServer {
 
     pub async fn create_owner(&self, name: &str) -> String {
         let (s, v) = self
-            .api(Method::POST, "/v1/owners", Some(json!({"name": name, "kind": "team", "contact": format!("{name}@example.com")})))
+            .api(
+                Method::POST,
+                "/v1/owners",
+                Some(
+                    json!({"name": name, "kind": "team", "contact": format!("{name}@example.com")}),
+                ),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         v["id"].as_str().expect("id").to_owned()
@@ -133,10 +165,17 @@ impl TestServer {
     /// Creates an API key and returns (credential id, secret).
     pub async fn api_key(&self, identity: &str) -> (String, String) {
         let (s, v) = self
-            .api(Method::POST, &format!("/v1/identities/{identity}/credentials"), Some(json!({"type": "api_key"})))
+            .api(
+                Method::POST,
+                &format!("/v1/identities/{identity}/credentials"),
+                Some(json!({"type": "api_key"})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        (v["id"].as_str().expect("id").to_owned(), v["client_secret"].as_str().expect("secret").to_owned())
+        (
+            v["id"].as_str().expect("id").to_owned(),
+            v["client_secret"].as_str().expect("secret").to_owned(),
+        )
     }
 
     /// A workload with one API key: (identity id, secret).
@@ -149,12 +188,20 @@ impl TestServer {
     }
 
     pub async fn audit(&self, query: &str) -> Vec<Value> {
-        let (s, v) = self.api(Method::GET, &format!("/v1/audit?limit=1000&{query}"), None).await;
+        let (s, v) = self
+            .api(Method::GET, &format!("/v1/audit?limit=1000&{query}"), None)
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         v["items"].as_array().cloned().unwrap_or_default()
     }
 
     pub async fn audit_size(&self) -> u64 {
-        self.server.state.store.audit_head().await.expect("head").size
+        self.server
+            .state
+            .store
+            .audit_head()
+            .await
+            .expect("head")
+            .size
     }
 }

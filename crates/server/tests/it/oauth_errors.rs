@@ -34,7 +34,10 @@ async fn send(t: &TestServer, c: &Case) -> (StatusCode, Value, reqwest::header::
 }
 
 fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    pairs
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
 }
 
 #[tokio::test]
@@ -44,31 +47,56 @@ async fn every_refusal_has_its_rfc_error_and_audit_record() {
     // Expired key: one that expires in an hour, then the clock moves two hours.
     let (_, expiring) = {
         let (s, v) = t
-            .api(Method::POST, &format!("/v1/identities/{id}/credentials"), Some(json!({"type": "api_key", "expires_at": t_plus(&t, 3600)})))
+            .api(
+                Method::POST,
+                &format!("/v1/identities/{id}/credentials"),
+                Some(json!({"type": "api_key", "expires_at": t_plus(&t, 3600)})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED);
-        (v["id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["client_secret"].as_str().unwrap().to_owned(),
+        )
     };
     let (revoked_id, revoked) = t.api_key(&id).await;
-    t.api(Method::DELETE, &format!("/v1/identities/{id}/credentials/{revoked_id}"), None).await;
+    t.api(
+        Method::DELETE,
+        &format!("/v1/identities/{id}/credentials/{revoked_id}"),
+        None,
+    )
+    .await;
     let (sid, ssecret) = t.workload("suspended").await;
-    t.api(Method::POST, &format!("/v1/identities/{sid}/suspend"), None).await;
+    t.api(Method::POST, &format!("/v1/identities/{sid}/suspend"), None)
+        .await;
     // A public key for assertion cases.
     let (key, jwk) = p256_key();
-    t.api(Method::POST, &format!("/v1/identities/{id}/credentials"), Some(json!({"type": "public_key", "jwk": jwk.clone()})))
-        .await;
+    t.api(
+        Method::POST,
+        &format!("/v1/identities/{id}/credentials"),
+        Some(json!({"type": "public_key", "jwk": jwk.clone()})),
+    )
+    .await;
     let aud = t.url("/oauth2/token");
     let replayed = assertion(&key, &id, &aud, "once", 60);
     let r = t
         .http
         .post(&aud)
-        .form(&[("grant_type", "client_credentials"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", replayed.as_str())])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", replayed.as_str()),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let header_none = b64(br#"{"alg":"none","typ":"JWT"}"#);
-    let claims = b64(json!({"iss": id, "sub": id, "aud": aud, "jti": "n1", "exp": now() + 60}).to_string().as_bytes());
+    let claims = b64(
+        json!({"iss": id, "sub": id, "aud": aud, "jti": "n1", "exp": now() + 60})
+            .to_string()
+            .as_bytes(),
+    );
     let alg_none = format!("{header_none}.{claims}.");
     // HS256 "signed" with the registered public key as the MAC secret (key-confusion attack).
     let pub_bytes = serde_json::to_vec(&jwk).unwrap();
@@ -92,25 +120,148 @@ async fn every_refusal_has_its_rfc_error_and_audit_record() {
     };
     let cc = [("grant_type", "client_credentials")];
     let with_assertion = |a: &str| {
-        form(&[("grant_type", "client_credentials"), ("client_assertion_type", ASSERTION_TYPE), ("client_assertion", a)])
+        form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", a),
+        ])
     };
     let basic = |s: &str| Some((id.clone(), s.to_owned()));
     let cases = vec![
-        Case { name: "wrong secret", form: form(&cc), basic: basic(&unknown), status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("unknown client secret") },
-        Case { name: "checksum-invalid key", form: form(&cc), basic: basic(&bad_checksum), status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("checksum") },
-        Case { name: "revoked key", form: form(&cc), basic: basic(&revoked), status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("revoked") },
-        Case { name: "suspended identity", form: form(&cc), basic: Some((sid.clone(), ssecret.clone())), status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("suspended") },
-        Case { name: "scope escalation", form: form(&[("grant_type", "client_credentials"), ("scope", "payments:read steward:admin")]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "invalid_scope", audit_reason: Some("steward:admin") },
-        Case { name: "unknown audience", form: form(&[("grant_type", "client_credentials"), ("resource", "https://evil.example")]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "invalid_target", audit_reason: Some("evil.example") },
-        Case { name: "replayed assertion", form: with_assertion(&replayed), basic: None, status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("replayed") },
-        Case { name: "alg none", form: with_assertion(&alg_none), basic: None, status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("malformed client assertion") },
-        Case { name: "HMAC with public key", form: with_assertion(&hs), basic: None, status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("malformed client assertion") },
-        Case { name: "expired assertion", form: with_assertion(&expired_assertion), basic: None, status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("expired") },
-        Case { name: "unsupported grant", form: form(&[("grant_type", "password")]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "unsupported_grant_type", audit_reason: Some("unsupported_grant_type") },
-        Case { name: "missing grant", form: form(&[("scope", "a")]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "invalid_request", audit_reason: None },
-        Case { name: "repeated parameter", form: form(&[("grant_type", "client_credentials"), ("scope", "a"), ("scope", "b")]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "invalid_request", audit_reason: None },
-        Case { name: "two auth methods", form: form(&[("grant_type", "client_credentials"), ("client_id", &id), ("client_secret", &secret)]), basic: basic(&secret), status: StatusCode::BAD_REQUEST, error: "invalid_request", audit_reason: None },
-        Case { name: "no client auth", form: form(&cc), basic: None, status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: Some("no client authentication") },
+        Case {
+            name: "wrong secret",
+            form: form(&cc),
+            basic: basic(&unknown),
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("unknown client secret"),
+        },
+        Case {
+            name: "checksum-invalid key",
+            form: form(&cc),
+            basic: basic(&bad_checksum),
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("checksum"),
+        },
+        Case {
+            name: "revoked key",
+            form: form(&cc),
+            basic: basic(&revoked),
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("revoked"),
+        },
+        Case {
+            name: "suspended identity",
+            form: form(&cc),
+            basic: Some((sid.clone(), ssecret.clone())),
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("suspended"),
+        },
+        Case {
+            name: "scope escalation",
+            form: form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "payments:read steward:admin"),
+            ]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_scope",
+            audit_reason: Some("steward:admin"),
+        },
+        Case {
+            name: "unknown audience",
+            form: form(&[
+                ("grant_type", "client_credentials"),
+                ("resource", "https://evil.example"),
+            ]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_target",
+            audit_reason: Some("evil.example"),
+        },
+        Case {
+            name: "replayed assertion",
+            form: with_assertion(&replayed),
+            basic: None,
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("replayed"),
+        },
+        Case {
+            name: "alg none",
+            form: with_assertion(&alg_none),
+            basic: None,
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("malformed client assertion"),
+        },
+        Case {
+            name: "HMAC with public key",
+            form: with_assertion(&hs),
+            basic: None,
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("malformed client assertion"),
+        },
+        Case {
+            name: "expired assertion",
+            form: with_assertion(&expired_assertion),
+            basic: None,
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("expired"),
+        },
+        Case {
+            name: "unsupported grant",
+            form: form(&[("grant_type", "password")]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "unsupported_grant_type",
+            audit_reason: Some("unsupported_grant_type"),
+        },
+        Case {
+            name: "missing grant",
+            form: form(&[("scope", "a")]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            audit_reason: None,
+        },
+        Case {
+            name: "repeated parameter",
+            form: form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", "a"),
+                ("scope", "b"),
+            ]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            audit_reason: None,
+        },
+        Case {
+            name: "two auth methods",
+            form: form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ]),
+            basic: basic(&secret),
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            audit_reason: None,
+        },
+        Case {
+            name: "no client auth",
+            form: form(&cc),
+            basic: None,
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            audit_reason: Some("no client authentication"),
+        },
     ];
     for c in &cases {
         let before = t.audit_size().await;
@@ -120,32 +271,80 @@ async fn every_refusal_has_its_rfc_error_and_audit_record() {
         assert!(v["error_description"].is_string(), "{}", c.name);
         assert_eq!(h["cache-control"], "no-store", "{}", c.name);
         if s == StatusCode::UNAUTHORIZED {
-            assert!(h.contains_key("www-authenticate"), "{}: 401 needs WWW-Authenticate", c.name);
+            assert!(
+                h.contains_key("www-authenticate"),
+                "{}: 401 needs WWW-Authenticate",
+                c.name
+            );
         }
         let after = t.audit_size().await;
         match c.audit_reason {
             Some(frag) => {
                 assert_eq!(after, before + 1, "{}: one audit record", c.name);
-                let rec = t.server.state.store.audit_range(after, 1).await.unwrap().remove(0);
+                let rec = t
+                    .server
+                    .state
+                    .store
+                    .audit_range(after, 1)
+                    .await
+                    .unwrap()
+                    .remove(0);
                 assert_eq!(rec.event.action, "token.issue", "{}", c.name);
-                assert_ne!(rec.event.outcome, steward_core::Outcome::Success, "{}", c.name);
+                assert_ne!(
+                    rec.event.outcome,
+                    steward_core::Outcome::Success,
+                    "{}",
+                    c.name
+                );
                 let reason = rec.event.reason.clone().unwrap_or_default();
-                assert!(reason.contains(frag), "{}: audited reason {reason:?} should mention {frag:?}", c.name);
+                assert!(
+                    reason.contains(frag),
+                    "{}: audited reason {reason:?} should mention {frag:?}",
+                    c.name
+                );
                 let text = serde_json::to_string(&rec.event).unwrap();
-                assert!(!text.contains(&secret) && !text.contains(&bad_checksum[6..]), "{}: secret in audit", c.name);
+                assert!(
+                    !text.contains(&secret) && !text.contains(&bad_checksum[6..]),
+                    "{}: secret in audit",
+                    c.name
+                );
             }
-            None => assert_eq!(after, before, "{}: nothing audited for a malformed request", c.name),
+            None => assert_eq!(
+                after, before,
+                "{}: nothing audited for a malformed request",
+                c.name
+            ),
         }
     }
     // Expired key: move the clock past its expiry.
     t.clock.advance(time::Duration::hours(2));
-    let c = Case { name: "expired key", form: form(&cc), basic: basic(&expiring), status: StatusCode::UNAUTHORIZED, error: "invalid_client", audit_reason: None };
+    let c = Case {
+        name: "expired key",
+        form: form(&cc),
+        basic: basic(&expiring),
+        status: StatusCode::UNAUTHORIZED,
+        error: "invalid_client",
+        audit_reason: None,
+    };
     let (s, v, _) = send(&t, &c).await;
-    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
-    let last = t.server.state.store.audit_range(t.audit_size().await, 1).await.unwrap().remove(0);
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    let last = t
+        .server
+        .state
+        .store
+        .audit_range(t.audit_size().await, 1)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(last.event.reason.as_deref(), Some("credential has expired"));
     // Oversized request body.
-    let big = format!("grant_type=client_credentials&scope={}", "a".repeat(100_000));
+    let big = format!(
+        "grant_type=client_credentials&scope={}",
+        "a".repeat(100_000)
+    );
     let r = t
         .http
         .post(t.url("/oauth2/token"))
@@ -167,7 +366,10 @@ async fn repeated_failures_lock_out_with_retry_after() {
     let body = "stw_k_0123456789ABCDEFGHIJabcdefgh";
     let wrong = format!("{body}{}", steward_core::apikey::checksum(body.as_bytes()));
     for _ in 0..2 {
-        assert_eq!(t.token_basic(&id, &wrong, &[]).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            t.token_basic(&id, &wrong, &[]).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let (s, v, h) = t.token_basic(&id, &wrong, &[]).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{v}");

@@ -21,13 +21,18 @@ pub fn p256_key() -> (EncodingKey, Value) {
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
     let kp = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
     let point = kp.public_key().as_ref();
-    let jwk = json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])});
+    let jwk =
+        json!({"kty": "EC", "crv": "P-256", "x": b64(&point[1..33]), "y": b64(&point[33..65])});
     (EncodingKey::from_ec_der(pkcs8.as_ref()), jwk)
 }
 
 /// RFC 7638 thumbprint of an EC JWK, computed independently of Steward.
 fn ec_thumbprint(jwk: &Value) -> String {
-    let canon = format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap());
+    let canon = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        jwk["x"].as_str().unwrap(),
+        jwk["y"].as_str().unwrap()
+    );
     b64(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canon.as_bytes()).as_ref())
 }
 
@@ -45,8 +50,18 @@ async fn verify_independently(t: &TestServer, token: &str, aud: &str) -> Value {
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"), "RFC 9068 typ");
     assert_eq!(header.alg, Algorithm::EdDSA);
-    let jwks: jsonwebtoken::jwk::JwkSet = t.http.get(t.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid is published");
+    let jwks: jsonwebtoken::jwk::JwkSet = t
+        .http
+        .get(t.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid is published");
     let mut v = Validation::new(Algorithm::EdDSA);
     v.set_issuer(&[&t.base]);
     v.set_audience(&[aud]);
@@ -73,26 +88,42 @@ async fn oauth2_crate_client_secret_basic_and_jwt_verification() {
         .expect("oauth2 crate gets a token");
     assert_eq!(tok.scopes().unwrap()[0].as_str(), "payments:write");
     let lifetime = tok.expires_in().unwrap().as_secs();
-    assert!((590..=600).contains(&lifetime), "default lifetime is 10 minutes, got {lifetime}");
-    let claims = verify_independently(&t, tok.access_token().secret(), "https://payments.internal").await;
+    assert!(
+        (590..=600).contains(&lifetime),
+        "default lifetime is 10 minutes, got {lifetime}"
+    );
+    let claims =
+        verify_independently(&t, tok.access_token().secret(), "https://payments.internal").await;
     assert_eq!(claims["sub"], id);
     assert_eq!(claims["client_id"], id);
     assert_eq!(claims["scope"], "payments:write");
     assert_eq!(claims["aud"], "https://payments.internal");
     assert_eq!(claims["env"], "prod");
     assert_eq!(claims["kind"], "workload");
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
     assert!(claims["jti"].as_str().unwrap().len() >= 16);
     // No scope asked: the defaults, never everything.
-    let tok = client.exchange_client_credentials().request_async(&http).await.unwrap();
-    let claims = verify_independently(&t, tok.access_token().secret(), "https://ledger.internal").await;
+    let tok = client
+        .exchange_client_credentials()
+        .request_async(&http)
+        .await
+        .unwrap();
+    let claims =
+        verify_independently(&t, tok.access_token().secret(), "https://ledger.internal").await;
     assert_eq!(claims["scope"], "payments:read");
     // client_secret_post works too.
     let (id2, secret2) = t.workload("ledger").await;
     let r = t
         .http
         .post(t.url("/oauth2/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", id2.as_str()), ("client_secret", secret2.as_str())])
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id2.as_str()),
+            ("client_secret", secret2.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -108,7 +139,11 @@ async fn private_key_jwt_with_oauth2_crate() {
     let id = i["id"].as_str().unwrap().to_owned();
     let (key, jwk) = p256_key();
     let (s, v) = t
-        .api(Method::POST, &format!("/v1/identities/{id}/credentials"), Some(json!({"type": "public_key", "jwk": jwk})))
+        .api(
+            Method::POST,
+            &format!("/v1/identities/{id}/credentials"),
+            Some(json!({"type": "public_key", "jwk": jwk})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(v.get("client_secret").is_none());
@@ -120,23 +155,36 @@ async fn private_key_jwt_with_oauth2_crate() {
     let a = assertion(&key, &id, &t.url("/oauth2/token"), "jti-1", 120);
     let tok = client
         .exchange_client_credentials()
-        .add_extra_param("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        .add_extra_param(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        )
         .add_extra_param("client_assertion", a.clone())
         .request_async(&http)
         .await
         .expect("private_key_jwt accepted");
-    let claims = verify_independently(&t, tok.access_token().secret(), "https://payments.internal").await;
+    let claims =
+        verify_independently(&t, tok.access_token().secret(), "https://payments.internal").await;
     assert_eq!(claims["sub"], id);
     // The same assertion again is a replay.
     let replay = client
         .exchange_client_credentials()
-        .add_extra_param("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+        .add_extra_param(
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        )
         .add_extra_param("client_assertion", a)
         .request_async(&http)
         .await;
     assert!(replay.is_err(), "replayed assertion must be refused");
-    let recs = t.audit(&format!("identity={id}&action=token.issue&outcome=failure")).await;
-    assert!(recs.iter().any(|r| r["reason"].as_str().unwrap().contains("replayed")), "{recs:?}");
+    let recs = t
+        .audit(&format!("identity={id}&action=token.issue&outcome=failure"))
+        .await;
+    assert!(
+        recs.iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("replayed")),
+        "{recs:?}"
+    );
 }
 
 #[tokio::test]
@@ -148,7 +196,12 @@ async fn dpop_bound_token_and_replay() {
         let mut h = Header::new(Algorithm::ES256);
         h.typ = Some("dpop+jwt".into());
         h.jwk = Some(serde_json::from_value(jwk.clone()).unwrap());
-        jsonwebtoken::encode(&h, &json!({"jti": jti, "htm": "POST", "htu": t.url("/oauth2/token"), "iat": now()}), &key).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            &json!({"jti": jti, "htm": "POST", "htu": t.url("/oauth2/token"), "iat": now()}),
+            &key,
+        )
+        .unwrap()
     };
     let p = proof("proof-1");
     let send = |p: String| {
@@ -175,7 +228,12 @@ async fn dpop_bound_token_and_replay() {
     let mut h = Header::new(Algorithm::ES256);
     h.typ = Some("dpop+jwt".into());
     h.jwk = Some(serde_json::from_value(jwk.clone()).unwrap());
-    let wrong = jsonwebtoken::encode(&h, &json!({"jti": "x2", "htm": "POST", "htu": "https://evil.example/token", "iat": now()}), &key).unwrap();
+    let wrong = jsonwebtoken::encode(
+        &h,
+        &json!({"jti": "x2", "htm": "POST", "htu": "https://evil.example/token", "iat": now()}),
+        &key,
+    )
+    .unwrap();
     assert_eq!(send(wrong).await.unwrap().status(), StatusCode::BAD_REQUEST);
     // Introspection returns the binding.
     let admin = t.admin_token().await;
@@ -218,7 +276,13 @@ async fn continuous_verification_and_revocation() {
     let token = v["access_token"].as_str().unwrap().to_owned();
     assert_eq!(introspect(&t, &token).await["active"], true);
     // Introspection requires an authenticated, privileged caller.
-    let r = t.http.post(t.url("/oauth2/introspect")).form(&[("token", token.as_str())]).send().await.unwrap();
+    let r = t
+        .http
+        .post(t.url("/oauth2/introspect"))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let r = t
         .http
@@ -230,11 +294,16 @@ async fn continuous_verification_and_revocation() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // Suspension: inactive at once, and back after resume.
-    t.api(Method::POST, &format!("/v1/identities/{id}/suspend"), None).await;
+    t.api(Method::POST, &format!("/v1/identities/{id}/suspend"), None)
+        .await;
     assert_eq!(introspect(&t, &token).await, json!({"active": false}));
     let (s, e, _) = t.token_basic(&id, &secret, &[]).await;
-    assert_eq!((s, e["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
-    t.api(Method::POST, &format!("/v1/identities/{id}/resume"), None).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client"))
+    );
+    t.api(Method::POST, &format!("/v1/identities/{id}/resume"), None)
+        .await;
     assert_eq!(introspect(&t, &token).await["active"], true);
     // RFC 7009 revocation by the client itself.
     let r = t
@@ -251,19 +320,44 @@ async fn continuous_verification_and_revocation() {
     let (_, v, _) = t.token_basic(&id, &secret, &[]).await;
     let t2 = v["access_token"].as_str().unwrap().to_owned();
     t.clock.advance(time::Duration::seconds(1));
-    t.api(Method::POST, &format!("/v1/identities/{id}/revoke-tokens"), None).await;
+    t.api(
+        Method::POST,
+        &format!("/v1/identities/{id}/revoke-tokens"),
+        None,
+    )
+    .await;
     assert_eq!(introspect(&t, &t2).await["active"], false);
     t.clock.advance(time::Duration::seconds(1));
     let (s, v, _) = t.token_basic(&id, &secret, &[]).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(introspect(&t, v["access_token"].as_str().unwrap()).await["active"], true);
+    assert_eq!(
+        introspect(&t, v["access_token"].as_str().unwrap()).await["active"],
+        true
+    );
     // Retire: every credential and token dies.
-    t.api(Method::POST, &format!("/v1/identities/{id}/retire"), None).await;
-    assert_eq!(introspect(&t, v["access_token"].as_str().unwrap()).await["active"], false);
+    t.api(Method::POST, &format!("/v1/identities/{id}/retire"), None)
+        .await;
+    assert_eq!(
+        introspect(&t, v["access_token"].as_str().unwrap()).await["active"],
+        false
+    );
     let (s, _, _) = t.token_basic(&id, &secret, &[]).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (_, creds) = t.api(Method::GET, &format!("/v1/identities/{id}/credentials"), None).await;
-    assert!(creds["items"].as_array().unwrap().iter().all(|c| c["state"] == "revoked"), "{creds}");
+    let (_, creds) = t
+        .api(
+            Method::GET,
+            &format!("/v1/identities/{id}/credentials"),
+            None,
+        )
+        .await;
+    assert!(
+        creds["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["state"] == "revoked"),
+        "{creds}"
+    );
 }
 
 #[tokio::test]
@@ -272,15 +366,34 @@ async fn credential_revocation_and_rotation_with_overlap() {
     let (id, k1) = t.workload("svc").await;
     let (c2, k2) = t.api_key(&id).await;
     // Revoking one key leaves the other working.
-    let (s, _) = t.api(Method::DELETE, &format!("/v1/identities/{id}/credentials/{c2}"), None).await;
+    let (s, _) = t
+        .api(
+            Method::DELETE,
+            &format!("/v1/identities/{id}/credentials/{c2}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(t.token_basic(&id, &k2, &[]).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        t.token_basic(&id, &k2, &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(t.token_basic(&id, &k1, &[]).await.0, StatusCode::OK);
     // Rotate k1 with a one-hour grace: both work during the overlap, only the successor after.
-    let (_, list) = t.api(Method::GET, &format!("/v1/identities/{id}/credentials"), None).await;
+    let (_, list) = t
+        .api(
+            Method::GET,
+            &format!("/v1/identities/{id}/credentials"),
+            None,
+        )
+        .await;
     let c1 = list["items"][0]["id"].as_str().unwrap().to_owned();
     let (s, rot) = t
-        .api(Method::POST, &format!("/v1/identities/{id}/credentials/{c1}/rotate"), Some(json!({"grace_secs": 3600})))
+        .api(
+            Method::POST,
+            &format!("/v1/identities/{id}/credentials/{c1}/rotate"),
+            Some(json!({"grace_secs": 3600})),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{rot}");
     let k3 = rot["current"]["client_secret"].as_str().unwrap().to_owned();
@@ -288,9 +401,14 @@ async fn credential_revocation_and_rotation_with_overlap() {
     assert_eq!(t.token_basic(&id, &k1, &[]).await.0, StatusCode::OK);
     assert_eq!(t.token_basic(&id, &k3, &[]).await.0, StatusCode::OK);
     t.clock.advance(time::Duration::seconds(3601));
-    assert_eq!(t.token_basic(&id, &k1, &[]).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        t.token_basic(&id, &k1, &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(t.token_basic(&id, &k3, &[]).await.0, StatusCode::OK);
-    let recs = t.audit(&format!("identity={id}&action=credential.rotate")).await;
+    let recs = t
+        .audit(&format!("identity={id}&action=credential.rotate"))
+        .await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["details"]["previous"], c1);
     // The identity id never changed.
@@ -310,14 +428,24 @@ async fn database_never_holds_an_issued_api_key() {
     let mut dump = Vec::new();
     for entry in std::fs::read_dir(t.dir.path()).unwrap() {
         let p = entry.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("steward.db") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("steward.db")
+        {
             dump.extend(std::fs::read(&p).unwrap());
         }
     }
     assert!(dump.len() > 10_000, "database files found");
     let text = String::from_utf8_lossy(&dump);
     for s in &secrets {
-        assert!(!text.contains(s.as_str()), "an API key was found in the database files");
-        assert!(!text.contains(&s[6..30]), "part of an API key was found in the database files");
+        assert!(
+            !text.contains(s.as_str()),
+            "an API key was found in the database files"
+        );
+        assert!(
+            !text.contains(&s[6..30]),
+            "part of an API key was found in the database files"
+        );
     }
 }

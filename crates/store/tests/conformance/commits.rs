@@ -12,7 +12,13 @@ use crate::support::{TestDb, commit, event, identity, is_conflict, owner, verify
 
 pub async fn change_is_atomic(store: Arc<dyn Store>) {
     let o = owner("team");
-    commit(&store, Change::new().with(Mutation::InsertOwner(o.clone())).audit(event("owner.create"))).await;
+    commit(
+        &store,
+        Change::new()
+            .with(Mutation::InsertOwner(o.clone()))
+            .audit(event("owner.create")),
+    )
+    .await;
     let head = store.audit_head().await.unwrap();
 
     // A valid insert followed by a conflicting one: neither is kept, nothing is audited.
@@ -22,7 +28,10 @@ pub async fn change_is_atomic(store: Arc<dyn Store>) {
         .commit(
             Change::new()
                 .with(Mutation::InsertIdentity(fresh.clone()))
-                .with(Mutation::PutSetting { key: "k".into(), value: "v".into() })
+                .with(Mutation::PutSetting {
+                    key: "k".into(),
+                    value: "v".into(),
+                })
                 .with(Mutation::InsertOwner(clash.clone()))
                 .audit(event("identity.create"))
                 .audit(event("owner.create")),
@@ -36,7 +45,13 @@ pub async fn change_is_atomic(store: Arc<dyn Store>) {
     assert_eq!(store.count_identities().await.unwrap(), 0);
 
     // The log goes on where it was.
-    let seqs = commit(&store, Change::new().with(Mutation::InsertIdentity(fresh.clone())).audit(event("identity.create"))).await;
+    let seqs = commit(
+        &store,
+        Change::new()
+            .with(Mutation::InsertIdentity(fresh.clone()))
+            .audit(event("identity.create")),
+    )
+    .await;
     assert_eq!(seqs, vec![head.size + 1]);
     verify_chain(&store).await;
 }
@@ -47,17 +62,39 @@ pub async fn commit_assigns_contiguous_seqs(store: Arc<dyn Store>) {
     // Empty and mutation-only changes append nothing.
     assert_eq!(commit(&store, Change::new()).await, Vec::<u64>::new());
     assert_eq!(
-        commit(&store, Change::new().with(Mutation::PutSetting { key: "a".into(), value: "1".into() })).await,
+        commit(
+            &store,
+            Change::new().with(Mutation::PutSetting {
+                key: "a".into(),
+                value: "1".into()
+            })
+        )
+        .await,
         Vec::<u64>::new()
     );
     assert_eq!(store.audit_head().await.unwrap().size, 0);
     assert_eq!(store.get_setting("a").await.unwrap().as_deref(), Some("1"));
 
-    let seqs = commit(&store, Change::new().audit(event("a.one")).audit(event("a.two")).audit(event("a.three"))).await;
+    let seqs = commit(
+        &store,
+        Change::new()
+            .audit(event("a.one"))
+            .audit(event("a.two"))
+            .audit(event("a.three")),
+    )
+    .await;
     assert_eq!(seqs, vec![1, 2, 3]);
-    assert_eq!(commit(&store, Change::audit_only(event("a.four"))).await, vec![4]);
-    let actions: Vec<String> =
-        store.audit_range(1, 10).await.unwrap().into_iter().map(|r| r.event.action).collect();
+    assert_eq!(
+        commit(&store, Change::audit_only(event("a.four"))).await,
+        vec![4]
+    );
+    let actions: Vec<String> = store
+        .audit_range(1, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.action)
+        .collect();
     assert_eq!(actions, ["a.one", "a.two", "a.three", "a.four"]);
     assert_eq!(verify_chain(&store).await, 4);
 }
@@ -77,10 +114,20 @@ enum Expect {
 
 /// Runs `count` concurrent commits of every kind against `stores` (round robin) and checks
 /// each outcome. Returns the sequence numbers assigned, by change index.
-async fn concurrent_mix(stores: &[Arc<dyn Store>], count: usize, tag: &str) -> BTreeMap<usize, Vec<u64>> {
+async fn concurrent_mix(
+    stores: &[Arc<dyn Store>],
+    count: usize,
+    tag: &str,
+) -> BTreeMap<usize, Vec<u64>> {
     let o = owner(&format!("owner-{tag}"));
     let taken = identity(&o, &format!("taken-{tag}"), "prod");
-    commit(&stores[0], Change::new().with(Mutation::InsertOwner(o.clone())).with(Mutation::InsertIdentity(taken))).await;
+    commit(
+        &stores[0],
+        Change::new()
+            .with(Mutation::InsertOwner(o.clone()))
+            .with(Mutation::InsertIdentity(taken)),
+    )
+    .await;
 
     let mut tasks = JoinSet::new();
     for n in 0..count {
@@ -89,7 +136,10 @@ async fn concurrent_mix(stores: &[Arc<dyn Store>], count: usize, tag: &str) -> B
         let tag = tag.to_owned();
         tasks.spawn(async move {
             let (expect, change) = match n % 6 {
-                0 | 3 | 5 => (Expect::Audit, Change::audit_only(event(&format!("test.audit.{tag}.{n}")))),
+                0 | 3 | 5 => (
+                    Expect::Audit,
+                    Change::audit_only(event(&format!("test.audit.{tag}.{n}"))),
+                ),
                 1 | 4 => {
                     let i = identity(&o, &format!("svc-{tag}-{n}"), "prod");
                     let change = Change::new()
@@ -107,7 +157,10 @@ async fn concurrent_mix(stores: &[Arc<dyn Store>], count: usize, tag: &str) -> B
                 }
                 _ => {
                     let change = Change::new()
-                        .with(Mutation::UpdateOwner { owner: o.clone(), expected_version: 99 })
+                        .with(Mutation::UpdateOwner {
+                            owner: o.clone(),
+                            expected_version: 99,
+                        })
                         .audit(event(&format!("test.stale.{tag}.{n}")));
                     (Expect::Stale, change)
                 }
@@ -137,11 +190,17 @@ async fn concurrent_mix(stores: &[Arc<dyn Store>], count: usize, tag: &str) -> B
 
     // Every successful change's records carry its own events.
     for (n, seqs) in &seqs_by_change {
-        let records = stores[0].audit_range(seqs[0], seqs.len() as u32).await.unwrap();
+        let records = stores[0]
+            .audit_range(seqs[0], seqs.len() as u32)
+            .await
+            .unwrap();
         assert_eq!(records.len(), seqs.len());
         for (r, seq) in records.iter().zip(seqs) {
             assert_eq!(r.seq, *seq);
-            assert!(r.event.action.ends_with(&format!(".{tag}.{n}")) || r.event.action.ends_with(&format!(".{tag}.{n}.second")));
+            assert!(
+                r.event.action.ends_with(&format!(".{tag}.{n}"))
+                    || r.event.action.ends_with(&format!(".{tag}.{n}.second"))
+            );
         }
     }
     // Failed changes left nothing behind.
@@ -171,7 +230,10 @@ pub async fn group_commit_under_concurrency(store: Arc<dyn Store>) {
     assert_eq!(store.count_identities().await.unwrap(), 1 + 100);
     // The failures are not in the log.
     let page = store
-        .list_audit(&steward_store::AuditQuery { action: Some("test.conflict.".into()), ..Default::default() })
+        .list_audit(&steward_store::AuditQuery {
+            action: Some("test.conflict.".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(page.items.is_empty());
@@ -196,15 +258,50 @@ pub async fn audit_only_burst_is_durable_and_ordered(store: Arc<dyn Store>) {
     assert_contiguous(by_seq.keys().copied(), 1, 3000);
     assert_eq!(verify_chain(&store).await, 3000);
     for r in store.audit_range(1, 3000).await.unwrap() {
-        assert_eq!(r.event.details["n"], serde_json::json!(by_seq[&r.seq]), "record {} holds its own event", r.seq);
+        assert_eq!(
+            r.event.details["n"],
+            serde_json::json!(by_seq[&r.seq]),
+            "record {} holds its own event",
+            r.seq
+        );
     }
+}
+
+pub async fn unstorable_text_is_refused_alone(store: Arc<dyn Store>) {
+    let o = owner("team");
+    commit(&store, Change::new().with(Mutation::InsertOwner(o.clone()))).await;
+    let mut bad_identity = identity(&o, "svc", "prod");
+    bad_identity.purpose = "nul\0inside".into();
+    let (bad_audit, bad_mutation, good) = tokio::join!(
+        store.commit(Change::audit_only(event("x.y").target("nul\0inside"))),
+        store.commit(
+            Change::new()
+                .with(Mutation::InsertIdentity(bad_identity.clone()))
+                .audit(event("identity.create"))
+        ),
+        store.commit(Change::audit_only(event("ok.ok"))),
+    );
+    assert!(
+        matches!(&bad_audit, Err(StoreError::Backend(m)) if m.contains("audit target")),
+        "{bad_audit:?}"
+    );
+    assert!(
+        matches!(&bad_mutation, Err(StoreError::Backend(m)) if m.contains("identity purpose")),
+        "{bad_mutation:?}"
+    );
+    assert_eq!(good.unwrap(), vec![1]);
+    assert_eq!(store.get_identity(bad_identity.id).await.unwrap(), None);
+    assert_eq!(verify_chain(&store).await, 1);
 }
 
 pub async fn two_instances_share_one_log(db: Arc<TestDb>) {
     let a = db.open().await;
     let b = db.open().await;
     let (only_a, only_b) = ([Arc::clone(&a)], [Arc::clone(&b)]);
-    let (ra, rb) = tokio::join!(concurrent_mix(&only_a, 120, "a"), concurrent_mix(&only_b, 120, "b"));
+    let (ra, rb) = tokio::join!(
+        concurrent_mix(&only_a, 120, "a"),
+        concurrent_mix(&only_b, 120, "b")
+    );
     let all: Vec<u64> = ra.values().chain(rb.values()).flatten().copied().collect();
     assert_eq!(all.len(), 2 * (60 + 80));
     assert_contiguous(all.iter().copied(), 1, all.len());
@@ -233,7 +330,12 @@ pub async fn reopen_keeps_everything(db: Arc<TestDb>) {
                 .audit(event("identity.create").identity(i.id)),
         )
         .await;
-        let e = steward_core::AuditEvent::new(crate::support::T0, "bob", "token.issue", Outcome::Denied);
+        let e = steward_core::AuditEvent::new(
+            crate::support::T0,
+            "bob",
+            "token.issue",
+            Outcome::Denied,
+        );
         commit(&store, Change::audit_only(e)).await;
     }
     // Opening again applies no migration twice and finds everything.
@@ -241,6 +343,21 @@ pub async fn reopen_keeps_everything(db: Arc<TestDb>) {
     assert_eq!(store.get_identity(i.id).await.unwrap(), Some(i));
     assert_eq!(store.get_owner(o.id).await.unwrap(), Some(o));
     assert_eq!(verify_chain(&store).await, 2);
-    assert_eq!(commit(&store, Change::audit_only(event("x.y"))).await, vec![3]);
+    assert_eq!(
+        commit(&store, Change::audit_only(event("x.y"))).await,
+        vec![3]
+    );
     store.ping().await.unwrap();
+}
+
+pub async fn concurrent_opens_migrate_once(db: Arc<TestDb>) {
+    // Several nodes starting at once on an empty database.
+    let (a, b, c, d) = tokio::join!(db.open(), db.open(), db.open(), db.open());
+    for (n, store) in [a, b, c, d].iter().enumerate() {
+        store.ping().await.unwrap();
+        let seqs = commit(store, Change::audit_only(event(&format!("node.{n}")))).await;
+        assert_eq!(seqs.len(), 1);
+    }
+    let store = db.open().await;
+    assert_eq!(verify_chain(&store).await, 4);
 }

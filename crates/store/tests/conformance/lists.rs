@@ -38,7 +38,13 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 pub async fn list_identities_filters(store: Arc<dyn Store>) {
     let (a, b) = (owner("alpha"), owner("beta"));
     let past = at(-1);
-    let mk = |o: &steward_core::Owner, name: &str, env: &str, kind: IdentityKind, status: IdentityStatus, expired: bool, purpose: &str| {
+    let mk = |o: &steward_core::Owner,
+              name: &str,
+              env: &str,
+              kind: IdentityKind,
+              status: IdentityStatus,
+              expired: bool,
+              purpose: &str| {
         let mut i = identity(o, name, env);
         i.kind = kind;
         i.status = status;
@@ -50,61 +56,224 @@ pub async fn list_identities_filters(store: Arc<dyn Store>) {
     };
     use IdentityKind as K;
     use IdentityStatus as S;
-    let mut acme = mk(&b, "acme-sync", "prod", K::Integration, S::PendingApproval, false, "sync 1000 records");
+    let mut acme = mk(
+        &b,
+        "acme-sync",
+        "prod",
+        K::Integration,
+        S::PendingApproval,
+        false,
+        "sync 1000 records",
+    );
     acme.vendor = Some("Acme".into());
     let all: Vec<Identity> = vec![
-        mk(&a, "checkout-api", "prod", K::Workload, S::Active, false, "Handles Payments for checkout"),
-        mk(&a, "deploy-bot", "staging", K::Pipeline, S::Active, false, "deploys 100% of services"),
+        mk(
+            &a,
+            "checkout-api",
+            "prod",
+            K::Workload,
+            S::Active,
+            false,
+            "Handles Payments for checkout",
+        ),
+        mk(
+            &a,
+            "deploy-bot",
+            "staging",
+            K::Pipeline,
+            S::Active,
+            false,
+            "deploys 100% of services",
+        ),
         acme,
-        mk(&b, "pay_ments", "prod", K::Workload, S::Suspended, false, "legacy"),
+        mk(
+            &b,
+            "pay_ments",
+            "prod",
+            K::Workload,
+            S::Suspended,
+            false,
+            "legacy",
+        ),
         mk(&b, "payxments", "prod", K::Workload, S::Active, true, "old"),
-        mk(&b, "retired-agent", "dev", K::Agent, S::Retired, true, "gone"),
-        mk(&b, "old-device", "dev", K::Device, S::Suspended, true, "gone too"),
-        mk(&b, "stale-request", "dev", K::Integration, S::PendingApproval, true, "never approved"),
+        mk(
+            &b,
+            "retired-agent",
+            "dev",
+            K::Agent,
+            S::Retired,
+            true,
+            "gone",
+        ),
+        mk(
+            &b,
+            "old-device",
+            "dev",
+            K::Device,
+            S::Suspended,
+            true,
+            "gone too",
+        ),
+        mk(
+            &b,
+            "stale-request",
+            "dev",
+            K::Integration,
+            S::PendingApproval,
+            true,
+            "never approved",
+        ),
     ];
-    let mut change = Change::new().with(Mutation::InsertOwner(a.clone())).with(Mutation::InsertOwner(b.clone()));
+    let mut change = Change::new()
+        .with(Mutation::InsertOwner(a.clone()))
+        .with(Mutation::InsertOwner(b.clone()));
     for i in &all {
         change = change.with(Mutation::InsertIdentity(i.clone()));
     }
     commit(&store, change).await;
 
     assert_eq!(names(&store, query()).await.len(), all.len());
-    assert_eq!(names(&store, IdentityQuery { owner_id: Some(a.id), ..query() }).await, set(&["checkout-api", "deploy-bot"]));
-    assert_eq!(names(&store, IdentityQuery { owner_id: Some(Uuid::now_v7()), ..query() }).await, set(&[]));
     assert_eq!(
-        names(&store, IdentityQuery { environment: Some("prod".into()), ..query() }).await,
+        names(
+            &store,
+            IdentityQuery {
+                owner_id: Some(a.id),
+                ..query()
+            }
+        )
+        .await,
+        set(&["checkout-api", "deploy-bot"])
+    );
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                owner_id: Some(Uuid::now_v7()),
+                ..query()
+            }
+        )
+        .await,
+        set(&[])
+    );
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                environment: Some("prod".into()),
+                ..query()
+            }
+        )
+        .await,
         set(&["checkout-api", "acme-sync", "pay_ments", "payxments"])
     );
     assert_eq!(
-        names(&store, IdentityQuery { kind: Some(K::Workload), ..query() }).await,
+        names(
+            &store,
+            IdentityQuery {
+                kind: Some(K::Workload),
+                ..query()
+            }
+        )
+        .await,
         set(&["checkout-api", "pay_ments", "payxments"])
     );
-    assert_eq!(names(&store, IdentityQuery { name: Some("deploy-bot".into()), ..query() }).await, set(&["deploy-bot"]));
-    assert_eq!(names(&store, IdentityQuery { name: Some("deploy".into()), ..query() }).await, set(&[]));
-    assert_eq!(names(&store, IdentityQuery { vendor: Some("Acme".into()), ..query() }).await, set(&["acme-sync"]));
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                name: Some("deploy-bot".into()),
+                ..query()
+            }
+        )
+        .await,
+        set(&["deploy-bot"])
+    );
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                name: Some("deploy".into()),
+                ..query()
+            }
+        )
+        .await,
+        set(&[])
+    );
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                vendor: Some("Acme".into()),
+                ..query()
+            }
+        )
+        .await,
+        set(&["acme-sync"])
+    );
 
     // Status: live states exclude expired identities; `expired` is derived; retired is final.
-    let status = |s| IdentityQuery { status: Some(s), ..query() };
-    assert_eq!(names(&store, status(S::Active)).await, set(&["checkout-api", "deploy-bot"]));
-    assert_eq!(names(&store, status(S::Suspended)).await, set(&["pay_ments"]));
-    assert_eq!(names(&store, status(S::PendingApproval)).await, set(&["acme-sync"]));
-    assert_eq!(names(&store, status(S::Expired)).await, set(&["payxments", "old-device", "stale-request"]));
-    assert_eq!(names(&store, status(S::Retired)).await, set(&["retired-agent"]));
+    let status = |s| IdentityQuery {
+        status: Some(s),
+        ..query()
+    };
+    assert_eq!(
+        names(&store, status(S::Active)).await,
+        set(&["checkout-api", "deploy-bot"])
+    );
+    assert_eq!(
+        names(&store, status(S::Suspended)).await,
+        set(&["pay_ments"])
+    );
+    assert_eq!(
+        names(&store, status(S::PendingApproval)).await,
+        set(&["acme-sync"])
+    );
+    assert_eq!(
+        names(&store, status(S::Expired)).await,
+        set(&["payxments", "old-device", "stale-request"])
+    );
+    assert_eq!(
+        names(&store, status(S::Retired)).await,
+        set(&["retired-agent"])
+    );
     // Expiry is judged at the query's `now`: exactly at expires_at counts as expired.
-    let at_expiry = IdentityQuery { status: Some(S::Expired), now: past, ..query() };
-    assert_eq!(names(&store, at_expiry).await, set(&["payxments", "old-device", "stale-request"]));
-    let before_expiry = IdentityQuery { status: Some(S::Active), now: past - time::Duration::microseconds(1), ..query() };
-    assert_eq!(names(&store, before_expiry).await, set(&["checkout-api", "deploy-bot", "payxments"]));
+    let at_expiry = IdentityQuery {
+        status: Some(S::Expired),
+        now: past,
+        ..query()
+    };
+    assert_eq!(
+        names(&store, at_expiry).await,
+        set(&["payxments", "old-device", "stale-request"])
+    );
+    let before_expiry = IdentityQuery {
+        status: Some(S::Active),
+        now: past - time::Duration::microseconds(1),
+        ..query()
+    };
+    assert_eq!(
+        names(&store, before_expiry).await,
+        set(&["checkout-api", "deploy-bot", "payxments"])
+    );
 
     // Search: case-insensitive substring of name or purpose, wildcards taken literally.
-    let search = |s: &str| IdentityQuery { search: Some(s.into()), ..query() };
-    assert_eq!(names(&store, search("PAYMENTS")).await, set(&["checkout-api"]));
+    let search = |s: &str| IdentityQuery {
+        search: Some(s.into()),
+        ..query()
+    };
+    assert_eq!(
+        names(&store, search("PAYMENTS")).await,
+        set(&["checkout-api"])
+    );
     assert_eq!(names(&store, search("pay_")).await, set(&["pay_ments"]));
     assert_eq!(names(&store, search("100%")).await, set(&["deploy-bot"]));
     assert_eq!(names(&store, search("%")).await, set(&["deploy-bot"]));
     assert_eq!(names(&store, search("_")).await, set(&["pay_ments"]));
     assert_eq!(names(&store, search("\\")).await, set(&[]));
-    assert_eq!(names(&store, search("GONE")).await, set(&["retired-agent", "old-device"]));
+    assert_eq!(
+        names(&store, search("GONE")).await,
+        set(&["retired-agent", "old-device"])
+    );
 
     // Filters combine.
     let combined = IdentityQuery {
@@ -113,11 +282,30 @@ pub async fn list_identities_filters(store: Arc<dyn Store>) {
         kind: Some(K::Workload),
         ..query()
     };
-    assert_eq!(names(&store, combined.clone()).await, set(&["pay_ments", "payxments"]));
-    assert_eq!(names(&store, IdentityQuery { status: Some(S::Expired), ..combined }).await, set(&["payxments"]));
+    assert_eq!(
+        names(&store, combined.clone()).await,
+        set(&["pay_ments", "payxments"])
+    );
+    assert_eq!(
+        names(
+            &store,
+            IdentityQuery {
+                status: Some(S::Expired),
+                ..combined
+            }
+        )
+        .await,
+        set(&["payxments"])
+    );
 
     // Listed records are complete.
-    let page = store.list_identities(&IdentityQuery { name: Some("acme-sync".into()), ..query() }).await.unwrap();
+    let page = store
+        .list_identities(&IdentityQuery {
+            name: Some("acme-sync".into()),
+            ..query()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items, vec![all[2].clone()]);
 }
 
@@ -126,25 +314,44 @@ pub async fn identity_pagination_walks_every_row_once(store: Arc<dyn Store>) {
     let mut change = Change::new().with(Mutation::InsertOwner(o.clone()));
     let mut ids = BTreeSet::new();
     for n in 0..25 {
-        let i = identity(&o, &format!("svc-{n:02}"), if n % 2 == 0 { "prod" } else { "dev" });
+        let i = identity(
+            &o,
+            &format!("svc-{n:02}"),
+            if n % 2 == 0 { "prod" } else { "dev" },
+        );
         ids.insert(i.id);
         change = change.with(Mutation::InsertIdentity(i));
     }
     commit(&store, change).await;
 
-    for (env, limit, expected_pages) in [(None, 7, 4), (None, 5, 5), (Some("prod"), 4, 4), (None, 25, 1), (None, 1000, 1)] {
+    for (env, limit, expected_pages) in [
+        (None, 7, 4),
+        (None, 5, 5),
+        (Some("prod"), 4, 4),
+        (None, 25, 1),
+        (None, 1000, 1),
+    ] {
         let mut seen = Vec::new();
         let mut pages = 0;
         let mut after = None;
         loop {
-            let q = IdentityQuery { environment: env.map(str::to_owned), after, limit, ..query() };
+            let q = IdentityQuery {
+                environment: env.map(str::to_owned),
+                after,
+                limit,
+                ..query()
+            };
             let page = store.list_identities(&q).await.unwrap();
             pages += 1;
             assert!(page.items.len() <= limit as usize);
             seen.extend(page.items.iter().map(|i| i.id));
             match page.next {
                 Some(cursor) => {
-                    assert_eq!(page.items.len(), limit as usize, "only full pages have a next cursor");
+                    assert_eq!(
+                        page.items.len(),
+                        limit as usize,
+                        "only full pages have a next cursor"
+                    );
                     assert_eq!(cursor, page.items.last().unwrap().id.to_string());
                     after = Some(cursor.parse().unwrap());
                 }
@@ -168,7 +375,12 @@ pub async fn list_owners_filters_and_pages(store: Arc<dyn Store>) {
     let mut gone = owner("Gamma 100%");
     gone.status = OwnerStatus::Departed;
     gone.departed_at = Some(at(5));
-    let owners = [owner("Alpha Team"), owner("beta_team"), owner("betaXteam"), gone];
+    let owners = [
+        owner("Alpha Team"),
+        owner("beta_team"),
+        owner("betaXteam"),
+        gone,
+    ];
     let mut change = Change::new();
     for o in &owners {
         change = change.with(Mutation::InsertOwner(o.clone()));
@@ -179,26 +391,75 @@ pub async fn list_owners_filters_and_pages(store: Arc<dyn Store>) {
         let store = Arc::clone(&store);
         async move {
             let page = store.list_owners(&q).await.unwrap();
-            page.items.into_iter().map(|o| o.name).collect::<BTreeSet<_>>()
+            page.items
+                .into_iter()
+                .map(|o| o.name)
+                .collect::<BTreeSet<_>>()
         }
     };
     assert_eq!(list(OwnerQuery::default()).await.len(), 4);
-    assert_eq!(list(OwnerQuery { status: Some(OwnerStatus::Departed), ..Default::default() }).await, set(&["Gamma 100%"]));
-    assert_eq!(list(OwnerQuery { status: Some(OwnerStatus::Active), ..Default::default() }).await.len(), 3);
     assert_eq!(
-        list(OwnerQuery { search: Some("BETA".into()), ..Default::default() }).await,
+        list(OwnerQuery {
+            status: Some(OwnerStatus::Departed),
+            ..Default::default()
+        })
+        .await,
+        set(&["Gamma 100%"])
+    );
+    assert_eq!(
+        list(OwnerQuery {
+            status: Some(OwnerStatus::Active),
+            ..Default::default()
+        })
+        .await
+        .len(),
+        3
+    );
+    assert_eq!(
+        list(OwnerQuery {
+            search: Some("BETA".into()),
+            ..Default::default()
+        })
+        .await,
         set(&["beta_team", "betaXteam"])
     );
-    assert_eq!(list(OwnerQuery { search: Some("a_t".into()), ..Default::default() }).await, set(&["beta_team"]));
-    assert_eq!(list(OwnerQuery { search: Some("0%".into()), ..Default::default() }).await, set(&["Gamma 100%"]));
-    let page = store.list_owners(&OwnerQuery { search: Some("alpha".into()), ..Default::default() }).await.unwrap();
+    assert_eq!(
+        list(OwnerQuery {
+            search: Some("a_t".into()),
+            ..Default::default()
+        })
+        .await,
+        set(&["beta_team"])
+    );
+    assert_eq!(
+        list(OwnerQuery {
+            search: Some("0%".into()),
+            ..Default::default()
+        })
+        .await,
+        set(&["Gamma 100%"])
+    );
+    let page = store
+        .list_owners(&OwnerQuery {
+            search: Some("alpha".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items, vec![owners[0].clone()]);
 
     // Two per page, in id order, each once.
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = store.list_owners(&OwnerQuery { after, limit: 2, ..Default::default() }).await.unwrap();
+        let page = store
+            .list_owners(&OwnerQuery {
+                after,
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         seen.extend(page.items.iter().map(|o| o.id));
         let Some(next) = page.next else { break };
         after = Some(next.parse().unwrap());
@@ -214,13 +475,29 @@ pub async fn page_size_is_clamped(store: Arc<dyn Store>) {
         change = change.with(Mutation::InsertOwner(owner(&format!("owner-{n:04}"))));
     }
     commit(&store, change).await;
-    let page = store.list_owners(&OwnerQuery { limit: 0, ..Default::default() }).await.unwrap();
+    let page = store
+        .list_owners(&OwnerQuery {
+            limit: 0,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 100, "0 means the default page size");
     assert!(page.next.is_some());
-    let page = store.list_owners(&OwnerQuery { limit: 5000, ..Default::default() }).await.unwrap();
+    let page = store
+        .list_owners(&OwnerQuery {
+            limit: 5000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 1000, "pages hold at most 1000");
     let rest = store
-        .list_owners(&OwnerQuery { after: Some(page.next.unwrap().parse().unwrap()), limit: 5000, ..Default::default() })
+        .list_owners(&OwnerQuery {
+            after: Some(page.next.unwrap().parse().unwrap()),
+            limit: 5000,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 1);

@@ -30,6 +30,7 @@ conformance! {
         commits::commit_assigns_contiguous_seqs,
         commits::group_commit_under_concurrency,
         commits::audit_only_burst_is_durable_and_ordered,
+        commits::unstorable_text_is_refused_alone,
         misc::revoke_identity_credentials,
         misc::touch_credential_keeps_the_latest,
         misc::revoked_tokens,
@@ -51,5 +52,6 @@ conformance! {
     databases {
         commits::two_instances_share_one_log,
         commits::reopen_keeps_everything,
+        commits::concurrent_opens_migrate_once,
     }
 }

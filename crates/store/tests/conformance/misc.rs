@@ -38,7 +38,11 @@ pub async fn revoke_identity_credentials(store: Arc<dyn Store>) {
     let when = at(100);
     commit(
         &store,
-        Change::new().with(Mutation::RevokeIdentityCredentials { identity_id: i.id, at: when, reason: "retired".into() }),
+        Change::new().with(Mutation::RevokeIdentityCredentials {
+            identity_id: i.id,
+            at: when,
+            reason: "retired".into(),
+        }),
     )
     .await;
     for before in [active, scheduled] {
@@ -48,9 +52,15 @@ pub async fn revoke_identity_credentials(store: Arc<dyn Store>) {
         assert_eq!(after.version, before.version + 1);
     }
     // Already revoked before `at`: left as it was.
-    assert_eq!(store.get_credential(earlier.id).await.unwrap(), Some(earlier));
+    assert_eq!(
+        store.get_credential(earlier.id).await.unwrap(),
+        Some(earlier)
+    );
     // Another identity's credential: untouched.
-    assert_eq!(store.get_credential(untouched.id).await.unwrap(), Some(untouched));
+    assert_eq!(
+        store.get_credential(untouched.id).await.unwrap(),
+        Some(untouched)
+    );
 }
 
 pub async fn touch_credential_keeps_the_latest(store: Arc<dyn Store>) {
@@ -65,11 +75,32 @@ pub async fn touch_credential_keeps_the_latest(store: Arc<dyn Store>) {
             .with(Mutation::InsertCredential(c.clone())),
     )
     .await;
-    let touch = |t: OffsetDateTime| Change::new().with(Mutation::TouchCredential { id: c.id, used_at: t });
+    let touch = |t: OffsetDateTime| {
+        Change::new().with(Mutation::TouchCredential {
+            id: c.id,
+            used_at: t,
+        })
+    };
     commit(&store, touch(at(20))).await;
-    assert_eq!(store.get_credential(c.id).await.unwrap().unwrap().last_used_at, Some(at(20)));
+    assert_eq!(
+        store
+            .get_credential(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(at(20))
+    );
     commit(&store, touch(at(10))).await;
-    assert_eq!(store.get_credential(c.id).await.unwrap().unwrap().last_used_at, Some(at(20)));
+    assert_eq!(
+        store
+            .get_credential(c.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(at(20))
+    );
     let later = at(30) + time::Duration::microseconds(7);
     commit(&store, touch(later)).await;
     let stored = store.get_credential(c.id).await.unwrap().unwrap();
@@ -77,13 +108,24 @@ pub async fn touch_credential_keeps_the_latest(store: Arc<dyn Store>) {
     // Touching is not an edit: the version stays, so it never makes an edit stale.
     assert_eq!(stored.version, c.version);
     // Unknown ids are ignored.
-    commit(&store, Change::new().with(Mutation::TouchCredential { id: Uuid::now_v7(), used_at: T0 })).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::TouchCredential {
+            id: Uuid::now_v7(),
+            used_at: T0,
+        }),
+    )
+    .await;
 }
 
 pub async fn revoked_tokens(store: Arc<dyn Store>) {
     assert!(!store.is_token_revoked("jti-1").await.unwrap());
     let revoke = |jti: &str, id: Option<Uuid>| {
-        Change::new().with(Mutation::RevokeToken { jti: jti.into(), identity_id: id, expires_at: at(3600) })
+        Change::new().with(Mutation::RevokeToken {
+            jti: jti.into(),
+            identity_id: id,
+            expires_at: at(3600),
+        })
     };
     commit(&store, revoke("jti-1", Some(Uuid::now_v7()))).await;
     assert!(store.is_token_revoked("jti-1").await.unwrap());
@@ -98,8 +140,14 @@ pub async fn claim_once_detects_replays(store: Arc<dyn Store>) {
     let now = OffsetDateTime::now_utc();
     let later = now + time::Duration::minutes(5);
     assert!(store.claim_once("dpop", "jti-a", later).await.unwrap());
-    assert!(!store.claim_once("dpop", "jti-a", later).await.unwrap(), "a replay is refused");
-    assert!(store.claim_once("assertion", "jti-a", later).await.unwrap(), "namespaces are separate");
+    assert!(
+        !store.claim_once("dpop", "jti-a", later).await.unwrap(),
+        "a replay is refused"
+    );
+    assert!(
+        store.claim_once("assertion", "jti-a", later).await.unwrap(),
+        "namespaces are separate"
+    );
     assert!(store.claim_once("dpop", "jti-b", later).await.unwrap());
     // Values of any length and content are fine.
     let long = "x".repeat(10_000);
@@ -108,8 +156,16 @@ pub async fn claim_once_detects_replays(store: Arc<dyn Store>) {
     assert!(store.claim_once("dpop", "nul\0byte", later).await.unwrap());
 
     // An expired value is free again.
-    assert!(store.claim_once("dpop", "old", now - time::Duration::seconds(1)).await.unwrap());
-    assert!(store.claim_once("dpop", "old", later).await.unwrap(), "an expired value can be claimed again");
+    assert!(
+        store
+            .claim_once("dpop", "old", now - time::Duration::seconds(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.claim_once("dpop", "old", later).await.unwrap(),
+        "an expired value can be claimed again"
+    );
     assert!(!store.claim_once("dpop", "old", later).await.unwrap());
 
     // Concurrent claims of one value: exactly one wins.
@@ -135,8 +191,16 @@ pub async fn purge_removes_only_expired(store: Arc<dyn Store>) {
     commit(
         &store,
         Change::new()
-            .with(Mutation::RevokeToken { jti: "old".into(), identity_id: None, expires_at: past })
-            .with(Mutation::RevokeToken { jti: "new".into(), identity_id: None, expires_at: future }),
+            .with(Mutation::RevokeToken {
+                jti: "old".into(),
+                identity_id: None,
+                expires_at: past,
+            })
+            .with(Mutation::RevokeToken {
+                jti: "new".into(),
+                identity_id: None,
+                expires_at: future,
+            }),
     )
     .await;
 
@@ -144,18 +208,30 @@ pub async fn purge_removes_only_expired(store: Arc<dyn Store>) {
     assert_eq!(store.purge_expired(now).await.unwrap(), 0);
     assert!(!store.is_token_revoked("old").await.unwrap());
     assert!(store.is_token_revoked("new").await.unwrap());
-    assert!(!store.claim_once("n", "live", future).await.unwrap(), "unexpired values survive a purge");
+    assert!(
+        !store.claim_once("n", "live", future).await.unwrap(),
+        "unexpired values survive a purge"
+    );
 
     // More rows than one purge step, in both tables.
     let mut bulk = Change::new();
     for n in 0..12_000u32 {
-        bulk = bulk.with(Mutation::RevokeToken { jti: format!("bulk-{n}"), identity_id: None, expires_at: past });
+        bulk = bulk.with(Mutation::RevokeToken {
+            jti: format!("bulk-{n}"),
+            identity_id: None,
+            expires_at: past,
+        });
     }
     commit(&store, bulk).await;
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..6_000u32 {
         let store = Arc::clone(&store);
-        tasks.spawn(async move { store.claim_once("bulk", &n.to_string(), past).await.unwrap() });
+        tasks.spawn(async move {
+            store
+                .claim_once("bulk", &n.to_string(), past)
+                .await
+                .unwrap()
+        });
     }
     while let Some(fresh) = tasks.join_next().await {
         assert!(fresh.unwrap());
@@ -167,18 +243,53 @@ pub async fn purge_removes_only_expired(store: Arc<dyn Store>) {
 
 pub async fn settings(store: Arc<dyn Store>) {
     assert_eq!(store.get_setting("bootstrap").await.unwrap(), None);
-    commit(&store, Change::new().with(Mutation::PutSetting { key: "bootstrap".into(), value: "1".into() })).await;
-    assert_eq!(store.get_setting("bootstrap").await.unwrap().as_deref(), Some("1"));
-    commit(&store, Change::new().with(Mutation::PutSetting { key: "bootstrap".into(), value: "2".into() })).await;
-    assert_eq!(store.get_setting("bootstrap").await.unwrap().as_deref(), Some("2"));
+    commit(
+        &store,
+        Change::new().with(Mutation::PutSetting {
+            key: "bootstrap".into(),
+            value: "1".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        store.get_setting("bootstrap").await.unwrap().as_deref(),
+        Some("1")
+    );
+    commit(
+        &store,
+        Change::new().with(Mutation::PutSetting {
+            key: "bootstrap".into(),
+            value: "2".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        store.get_setting("bootstrap").await.unwrap().as_deref(),
+        Some("2")
+    );
 
-    commit(&store, Change::new().with(Mutation::InsertSetting { key: "slot".into(), value: "kid-a".into() })).await;
-    let r = store.commit(Change::new().with(Mutation::InsertSetting { key: "slot".into(), value: "kid-b".into() })).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::InsertSetting {
+            key: "slot".into(),
+            value: "kid-a".into(),
+        }),
+    )
+    .await;
+    let r = store
+        .commit(Change::new().with(Mutation::InsertSetting {
+            key: "slot".into(),
+            value: "kid-b".into(),
+        }))
+        .await;
     match r {
         Err(StoreError::Conflict(m)) => assert!(m.contains("slot") && !m.contains("kid-b"), "{m}"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    assert_eq!(store.get_setting("slot").await.unwrap().as_deref(), Some("kid-a"));
+    assert_eq!(
+        store.get_setting("slot").await.unwrap().as_deref(),
+        Some("kid-a")
+    );
 }
 
 fn key(kid: &str, activates: i64) -> SigningKeyRecord {
@@ -199,24 +310,42 @@ pub async fn signing_keys(store: Arc<dyn Store>) {
     let (late, early) = (key("late", 1000), key("early", 0));
     commit(
         &store,
-        Change::new().with(Mutation::InsertSigningKey(late.clone())).with(Mutation::InsertSigningKey(early.clone())),
+        Change::new()
+            .with(Mutation::InsertSigningKey(late.clone()))
+            .with(Mutation::InsertSigningKey(early.clone())),
     )
     .await;
-    assert_eq!(store.list_signing_keys().await.unwrap(), vec![early.clone(), late.clone()], "ordered by activates_at");
+    assert_eq!(
+        store.list_signing_keys().await.unwrap(),
+        vec![early.clone(), late.clone()],
+        "ordered by activates_at"
+    );
 
     // Only the schedule changes on update.
     let mut moved = key("late", -500);
     moved.alg = "ES256".into();
     moved.sealed_private_key = vec![9];
-    commit(&store, Change::new().with(Mutation::UpdateSigningKey(moved.clone()))).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::UpdateSigningKey(moved.clone())),
+    )
+    .await;
     let mut expected = late.clone();
     expected.activates_at = moved.activates_at;
     expected.deactivates_at = moved.deactivates_at;
     expected.publish_until = moved.publish_until;
-    assert_eq!(store.list_signing_keys().await.unwrap(), vec![expected, early]);
+    assert_eq!(
+        store.list_signing_keys().await.unwrap(),
+        vec![expected, early]
+    );
 
-    let r = store.commit(Change::new().with(Mutation::InsertSigningKey(key("late", 5)))).await;
-    assert!(matches!(&r, Err(StoreError::Conflict(m)) if m.contains("late")), "{r:?}");
+    let r = store
+        .commit(Change::new().with(Mutation::InsertSigningKey(key("late", 5))))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::Conflict(m)) if m.contains("late")),
+        "{r:?}"
+    );
 }
 
 pub async fn checkpoints(store: Arc<dyn Store>) {
@@ -228,13 +357,21 @@ pub async fn checkpoints(store: Arc<dyn Store>) {
         created_at: at(size as i64),
     };
     for size in [5, 10, 7] {
-        commit(&store, Change::new().with(Mutation::PutCheckpoint(cp(size)))).await;
+        commit(
+            &store,
+            Change::new().with(Mutation::PutCheckpoint(cp(size))),
+        )
+        .await;
     }
     assert_eq!(store.latest_checkpoint().await.unwrap(), Some(cp(10)));
     // Putting the same size again replaces it.
     let mut again = cp(10);
     again.note = "replaced".into();
-    commit(&store, Change::new().with(Mutation::PutCheckpoint(again.clone()))).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::PutCheckpoint(again.clone())),
+    )
+    .await;
     assert_eq!(store.latest_checkpoint().await.unwrap(), Some(again));
 }
 
@@ -244,7 +381,11 @@ pub async fn ping_and_count(store: Arc<dyn Store>) {
     let o = owner("team");
     let mut change = Change::new().with(Mutation::InsertOwner(o.clone()));
     for n in 0..7 {
-        change = change.with(Mutation::InsertIdentity(identity(&o, &format!("svc-{n}"), "prod")));
+        change = change.with(Mutation::InsertIdentity(identity(
+            &o,
+            &format!("svc-{n}"),
+            "prod",
+        )));
     }
     commit(&store, change).await;
     assert_eq!(store.count_identities().await.unwrap(), 7);

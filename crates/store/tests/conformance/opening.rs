@@ -10,13 +10,21 @@ use steward_store::StoreError;
 async fn sqlite_urls() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.db");
-    let store = steward_store::open(&format!("sqlite:{}", path.display())).await.unwrap();
+    let store = steward_store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
     assert_eq!(store.backend(), "sqlite");
     store.ping().await.unwrap();
     drop(store);
     assert!(path.exists());
 
-    for bad in ["sqlite::memory:", "sqlite://", "mysql://x/y", "sqlite://x.db?mode=ro", "/plain/path"] {
+    for bad in [
+        "sqlite::memory:",
+        "sqlite://",
+        "mysql://x/y",
+        "sqlite://x.db?mode=ro",
+        "/plain/path",
+    ] {
         let r = steward_store::open(bad).await;
         assert!(matches!(r, Err(StoreError::Backend(_))), "{bad}: {r:?}");
     }
@@ -33,7 +41,11 @@ async fn a_file_that_is_not_sqlite_is_corrupt() {
         Err(other) => panic!("expected Corrupt, got {other:?}"),
         Ok(_) => panic!("expected Corrupt, got a store"),
     }
-    assert_eq!(std::fs::read(&path).unwrap(), garbage, "the file is left untouched");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "the file is left untouched"
+    );
 }
 
 #[tokio::test]
@@ -41,7 +53,9 @@ async fn a_foreign_sqlite_database_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("steward.db");
     {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
         let mut conn = SqliteConnection::connect_with(&options).await.unwrap();
         sqlx::raw_sql("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total INTEGER); INSERT INTO invoices VALUES (1, 10);")
             .execute(&mut conn)
@@ -52,13 +66,23 @@ async fn a_foreign_sqlite_database_is_corrupt() {
     let before = std::fs::read(&path).unwrap();
     match steward_store::open(&format!("sqlite://{}", path.display())).await {
         Err(StoreError::Corrupt(m)) => {
-            assert!(m.contains("is not a Steward database") && m.contains("invoices"), "{m}")
+            assert!(
+                m.contains("is not a Steward database") && m.contains("invoices"),
+                "{m}"
+            )
         }
         Err(other) => panic!("expected Corrupt, got {other:?}"),
         Ok(_) => panic!("expected Corrupt, got a store"),
     }
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is left untouched");
-    assert!(!dir.path().join("steward.db-wal").exists(), "not switched to WAL");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the file is left untouched"
+    );
+    assert!(
+        !dir.path().join("steward.db-wal").exists(),
+        "not switched to WAL"
+    );
 }
 
 #[tokio::test]
@@ -75,7 +99,11 @@ async fn a_missing_directory_is_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("no/such/dir/steward.db");
     let r = steward_store::sqlite::open(&path).await;
-    assert!(matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("steward.db")), "{:?}", r.err());
+    assert!(
+        matches!(&r, Err(StoreError::Unavailable(m)) if m.contains("steward.db")),
+        "{:?}",
+        r.err()
+    );
 }
 
 #[tokio::test]
@@ -86,7 +114,10 @@ async fn an_unreachable_postgres_is_unavailable_quickly() {
     match r {
         Err(StoreError::Unavailable(m)) => {
             assert!(m.contains("127.0.0.1:1"), "{m}");
-            assert!(!m.contains("s3cret-password"), "the password never appears: {m}");
+            assert!(
+                !m.contains("s3cret-password"),
+                "the password never appears: {m}"
+            );
         }
         Err(other) => panic!("expected Unavailable, got {other:?}"),
         Ok(_) => panic!("expected Unavailable, got a store"),

@@ -22,7 +22,14 @@ pub async fn owner_round_trip(store: Arc<dyn Store>) {
     departed.departed_at = Some(at(60));
     departed.contact = "#payments-oncall".into();
     departed.version = 2;
-    commit(&store, Change::new().with(Mutation::UpdateOwner { owner: departed.clone(), expected_version: 1 })).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::UpdateOwner {
+            owner: departed.clone(),
+            expected_version: 1,
+        }),
+    )
+    .await;
     assert_eq!(store.get_owner(o.id).await.unwrap(), Some(departed));
     assert_eq!(store.get_owner(Uuid::now_v7()).await.unwrap(), None);
 }
@@ -38,7 +45,9 @@ pub async fn identity_round_trip(store: Arc<dyn Store>) {
     // ...and every optional field set, with odd characters in the free-text ones.
     let mut full = identity(&o, "full-1.x_y", "staging");
     full.kind = IdentityKind::Integration;
-    full.purpose = "Syncs invoices \"nightly\" — 100% of them\nsecond line; DROP TABLE x; 'quoted' ünïcödé".into();
+    full.purpose =
+        "Syncs invoices \"nightly\" — 100% of them\nsecond line; DROP TABLE x; 'quoted' ünïcödé"
+            .into();
     full.vendor = Some("Acme, Inc.".into());
     full.status = IdentityStatus::Suspended;
     full.status_reason = Some("incident #42".into());
@@ -48,7 +57,8 @@ pub async fn identity_round_trip(store: Arc<dyn Store>) {
     full.approved_by = Some("bob".into());
     full.approved_at = Some(at(20));
     full.updated_at = at(40);
-    full.labels.insert("cost-center/id".into(), "a b \"c\"".into());
+    full.labels
+        .insert("cost-center/id".into(), "a b \"c\"".into());
     full.expires_at = at(1) + time::Duration::microseconds(1);
     commit(
         &store,
@@ -58,8 +68,14 @@ pub async fn identity_round_trip(store: Arc<dyn Store>) {
             .with(Mutation::InsertIdentity(full.clone())),
     )
     .await;
-    assert_eq!(store.get_identity(bare.id).await.unwrap(), Some(bare.clone()));
-    assert_eq!(store.get_identity(full.id).await.unwrap(), Some(full.clone()));
+    assert_eq!(
+        store.get_identity(bare.id).await.unwrap(),
+        Some(bare.clone())
+    );
+    assert_eq!(
+        store.get_identity(full.id).await.unwrap(),
+        Some(full.clone())
+    );
 
     // Update: stored as given, including the caller-bumped version; Some -> None and back.
     let mut updated = full.clone();
@@ -71,8 +87,14 @@ pub async fn identity_round_trip(store: Arc<dyn Store>) {
     updated.scopes = vec!["a".into()];
     updated.updated_at = at(50);
     updated.version = 2;
-    commit(&store, Change::new().with(Mutation::UpdateIdentity { identity: updated.clone(), expected_version: 1 }))
-        .await;
+    commit(
+        &store,
+        Change::new().with(Mutation::UpdateIdentity {
+            identity: updated.clone(),
+            expected_version: 1,
+        }),
+    )
+    .await;
     assert_eq!(store.get_identity(full.id).await.unwrap(), Some(updated));
     assert_eq!(store.get_identity(bare.id).await.unwrap(), Some(bare));
     assert_eq!(store.get_identity(Uuid::now_v7()).await.unwrap(), None);
@@ -86,7 +108,9 @@ pub async fn credential_round_trip(store: Arc<dyn Store>) {
     let mut pk = api_key(&i, &[0u8; 0], at(5));
     pk.kind = CredentialKind::PublicKey;
     pk.secret_hash = None;
-    pk.jwk = Some(json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}));
+    pk.jwk = Some(
+        json!({"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
+    );
     pk.rotated_from = Some(key.id);
     pk.last_used_at = Some(at(6));
     pk.revoked_at = Some(at(7));
@@ -100,18 +124,33 @@ pub async fn credential_round_trip(store: Arc<dyn Store>) {
             .with(Mutation::InsertCredential(pk.clone())),
     )
     .await;
-    assert_eq!(store.get_credential(key.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(
+        store.get_credential(key.id).await.unwrap(),
+        Some(key.clone())
+    );
     assert_eq!(store.get_credential(pk.id).await.unwrap(), Some(pk.clone()));
     // Oldest first.
-    assert_eq!(store.list_credentials(i.id).await.unwrap(), vec![pk.clone(), key.clone()]);
-    assert_eq!(store.list_credentials(Uuid::now_v7()).await.unwrap(), vec![]);
+    assert_eq!(
+        store.list_credentials(i.id).await.unwrap(),
+        vec![pk.clone(), key.clone()]
+    );
+    assert_eq!(
+        store.list_credentials(Uuid::now_v7()).await.unwrap(),
+        vec![]
+    );
 
     let mut revoked = key.clone();
     revoked.revoked_at = Some(at(100));
     revoked.revoke_reason = Some("leaked".into());
     revoked.version = 2;
-    commit(&store, Change::new().with(Mutation::UpdateCredential { credential: revoked.clone(), expected_version: 1 }))
-        .await;
+    commit(
+        &store,
+        Change::new().with(Mutation::UpdateCredential {
+            credential: revoked.clone(),
+            expected_version: 1,
+        }),
+    )
+    .await;
     assert_eq!(store.get_credential(key.id).await.unwrap(), Some(revoked));
     assert_eq!(store.get_credential(Uuid::now_v7()).await.unwrap(), None);
 }
@@ -135,19 +174,37 @@ pub async fn find_credential_by_hash(store: Arc<dyn Store>) {
             .with(Mutation::InsertCredential(jwk)),
     )
     .await;
-    assert_eq!(store.find_credential_by_hash(&[1u8; 32]).await.unwrap(), Some(a));
-    assert_eq!(store.find_credential_by_hash(&[2u8; 32]).await.unwrap(), Some(b));
-    assert_eq!(store.find_credential_by_hash(&[3u8; 32]).await.unwrap(), None);
+    assert_eq!(
+        store.find_credential_by_hash(&[1u8; 32]).await.unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        store.find_credential_by_hash(&[2u8; 32]).await.unwrap(),
+        Some(b)
+    );
+    assert_eq!(
+        store.find_credential_by_hash(&[3u8; 32]).await.unwrap(),
+        None
+    );
     assert_eq!(store.find_credential_by_hash(&[]).await.unwrap(), None);
 }
 
 pub async fn duplicate_identity_name_conflicts(store: Arc<dyn Store>) {
     let o = owner("team");
     let first = identity(&o, "payments-api", "prod");
-    commit(&store, Change::new().with(Mutation::InsertOwner(o.clone())).with(Mutation::InsertIdentity(first))).await;
+    commit(
+        &store,
+        Change::new()
+            .with(Mutation::InsertOwner(o.clone()))
+            .with(Mutation::InsertIdentity(first)),
+    )
+    .await;
 
     let clash = identity(&o, "payments-api", "prod");
-    match store.commit(Change::new().with(Mutation::InsertIdentity(clash.clone()))).await {
+    match store
+        .commit(Change::new().with(Mutation::InsertIdentity(clash.clone())))
+        .await
+    {
         Err(StoreError::Conflict(msg)) => assert_eq!(
             msg, r#"an identity named "payments-api" already exists in environment "prod""#,
             "the message names what clashed"
@@ -158,32 +215,63 @@ pub async fn duplicate_identity_name_conflicts(store: Arc<dyn Store>) {
 
     // Same name in another environment is fine.
     let staging = identity(&o, "payments-api", "staging");
-    commit(&store, Change::new().with(Mutation::InsertIdentity(staging.clone()))).await;
-    assert_eq!(store.get_identity(staging.id).await.unwrap(), Some(staging.clone()));
+    commit(
+        &store,
+        Change::new().with(Mutation::InsertIdentity(staging.clone())),
+    )
+    .await;
+    assert_eq!(
+        store.get_identity(staging.id).await.unwrap(),
+        Some(staging.clone())
+    );
 
     // Renaming onto a taken name is a conflict too.
     let mut renamed = staging.clone();
     renamed.environment = "prod".into();
     renamed.version = 2;
-    let r = store.commit(Change::new().with(Mutation::UpdateIdentity { identity: renamed, expected_version: 1 })).await;
-    assert!(matches!(&r, Err(StoreError::Conflict(m)) if m.contains("payments-api")), "{r:?}");
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateIdentity {
+            identity: renamed,
+            expected_version: 1,
+        }))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::Conflict(m)) if m.contains("payments-api")),
+        "{r:?}"
+    );
 
-    // Re-inserting an existing id names the id.
-    let r = store.commit(Change::new().with(Mutation::InsertIdentity(staging.clone()))).await;
-    assert!(matches!(&r, Err(StoreError::Conflict(m)) if m.contains(&staging.id.to_string())), "{r:?}");
+    // Re-using an existing id names the id.
+    let mut same_id = identity(&o, "another-name", "dev");
+    same_id.id = staging.id;
+    let r = store
+        .commit(Change::new().with(Mutation::InsertIdentity(same_id)))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::Conflict(m)) if m.contains(&staging.id.to_string())),
+        "{r:?}"
+    );
 }
 
 pub async fn duplicate_owner_name_conflicts(store: Arc<dyn Store>) {
     let a = owner("platform");
     commit(&store, Change::new().with(Mutation::InsertOwner(a.clone()))).await;
     let b = owner("platform");
-    match store.commit(Change::new().with(Mutation::InsertOwner(b.clone()))).await {
-        Err(StoreError::Conflict(msg)) => assert_eq!(msg, r#"an owner named "platform" already exists"#),
+    match store
+        .commit(Change::new().with(Mutation::InsertOwner(b.clone())))
+        .await
+    {
+        Err(StoreError::Conflict(msg)) => {
+            assert_eq!(msg, r#"an owner named "platform" already exists"#)
+        }
         other => panic!("expected a conflict, got {other:?}"),
     }
     assert_eq!(store.get_owner(b.id).await.unwrap(), None);
     // Names are compared exactly.
-    commit(&store, Change::new().with(Mutation::InsertOwner(owner("Platform")))).await;
+    commit(
+        &store,
+        Change::new().with(Mutation::InsertOwner(owner("Platform"))),
+    )
+    .await;
 }
 
 pub async fn duplicate_secret_hash_conflicts(store: Arc<dyn Store>) {
@@ -199,9 +287,15 @@ pub async fn duplicate_secret_hash_conflicts(store: Arc<dyn Store>) {
     )
     .await;
     let dup = api_key(&i, &secret, T0);
-    match store.commit(Change::new().with(Mutation::InsertCredential(dup))).await {
+    match store
+        .commit(Change::new().with(Mutation::InsertCredential(dup)))
+        .await
+    {
         Err(StoreError::Conflict(msg)) => {
-            assert!(!msg.to_lowercase().contains("abab"), "the message must not reveal the hash: {msg}");
+            assert!(
+                !msg.to_lowercase().contains("abab"),
+                "the message must not reveal the hash: {msg}"
+            );
             assert!(msg.contains("secret"), "{msg}");
         }
         other => panic!("expected a conflict, got {other:?}"),
@@ -226,18 +320,38 @@ pub async fn stale_version_is_rejected(store: Arc<dyn Store>) {
     o2.contact = "#changed".into();
     o2.version = 3;
     let r = store
-        .commit(Change::new().with(Mutation::UpdateOwner { owner: o2, expected_version: 2 }).audit(event("owner.update")))
+        .commit(
+            Change::new()
+                .with(Mutation::UpdateOwner {
+                    owner: o2,
+                    expected_version: 2,
+                })
+                .audit(event("owner.update")),
+        )
         .await;
-    assert!(matches!(&r, Err(StoreError::Stale(m)) if m.contains(&o.id.to_string())), "{r:?}");
+    assert!(
+        matches!(&r, Err(StoreError::Stale(m)) if m.contains(&o.id.to_string())),
+        "{r:?}"
+    );
 
     let mut i2 = i.clone();
     i2.purpose = "changed".into();
-    let r = store.commit(Change::new().with(Mutation::UpdateIdentity { identity: i2, expected_version: 0 })).await;
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateIdentity {
+            identity: i2,
+            expected_version: 0,
+        }))
+        .await;
     assert!(matches!(r, Err(StoreError::Stale(_))), "{r:?}");
 
     let mut c2 = c.clone();
     c2.revoked_at = Some(T0);
-    let r = store.commit(Change::new().with(Mutation::UpdateCredential { credential: c2, expected_version: 5 })).await;
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateCredential {
+            credential: c2,
+            expected_version: 5,
+        }))
+        .await;
     assert!(matches!(r, Err(StoreError::Stale(_))), "{r:?}");
 
     // Nothing changed, nothing was audited.
@@ -251,11 +365,32 @@ pub async fn update_of_missing_row_is_not_found(store: Arc<dyn Store>) {
     let o = owner("ghost");
     let i = identity(&o, "ghost", "prod");
     let c = api_key(&i, &[1u8; 32], T0);
-    let r = store.commit(Change::new().with(Mutation::UpdateOwner { owner: o.clone(), expected_version: 1 })).await;
-    assert!(matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&o.id.to_string())), "{r:?}");
-    let r = store.commit(Change::new().with(Mutation::UpdateIdentity { identity: i.clone(), expected_version: 1 })).await;
-    assert!(matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&i.id.to_string())), "{r:?}");
-    let r = store.commit(Change::new().with(Mutation::UpdateCredential { credential: c, expected_version: 1 })).await;
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateOwner {
+            owner: o.clone(),
+            expected_version: 1,
+        }))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&o.id.to_string())),
+        "{r:?}"
+    );
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateIdentity {
+            identity: i.clone(),
+            expected_version: 1,
+        }))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&i.id.to_string())),
+        "{r:?}"
+    );
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateCredential {
+            credential: c,
+            expected_version: 1,
+        }))
+        .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
     let key = SigningKeyRecord {
         kid: "nope".into(),
@@ -267,10 +402,17 @@ pub async fn update_of_missing_row_is_not_found(store: Arc<dyn Store>) {
         deactivates_at: T0,
         publish_until: T0,
     };
-    let r = store.commit(Change::new().with(Mutation::UpdateSigningKey(key))).await;
+    let r = store
+        .commit(Change::new().with(Mutation::UpdateSigningKey(key)))
+        .await;
     assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
     // References to missing rows are refused too.
-    let r = store.commit(Change::new().with(Mutation::InsertIdentity(i))).await;
-    assert!(matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&o.id.to_string())), "{r:?}");
+    let r = store
+        .commit(Change::new().with(Mutation::InsertIdentity(i)))
+        .await;
+    assert!(
+        matches!(&r, Err(StoreError::NotFound(m)) if m.contains(&o.id.to_string())),
+        "{r:?}"
+    );
     assert_eq!(store.audit_head().await.unwrap().size, 0);
 }

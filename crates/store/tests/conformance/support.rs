@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use steward_core::{
-    AuditEvent, Credential, CredentialKind, Identity, IdentityKind, IdentityStatus, Outcome, Owner, OwnerKind,
-    OwnerStatus,
+    AuditEvent, Credential, CredentialKind, Identity, IdentityKind, IdentityStatus, Outcome, Owner,
+    OwnerKind, OwnerStatus,
 };
 use steward_crypto::merkle;
 use steward_store::{Change, Store, StoreError};
@@ -39,18 +39,28 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("create temp dir");
                 let url = format!("sqlite://{}", dir.path().join("steward.db").display());
-                Some(Self { url, _dir: Some(dir), _pg: None })
+                Some(Self {
+                    url,
+                    _dir: Some(dir),
+                    _pg: None,
+                })
             }
             Backend::Postgres => {
                 let pg = PgDatabase::create(test).await?;
-                Some(Self { url: pg.url.clone(), _dir: None, _pg: Some(pg) })
+                Some(Self {
+                    url: pg.url.clone(),
+                    _dir: None,
+                    _pg: Some(pg),
+                })
             }
         }
     }
 
     /// Opens a (further) store instance on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
-        steward_store::open(&self.url).await.expect("open the test store")
+        steward_store::open(&self.url)
+            .await
+            .expect("open the test store")
     }
 }
 
@@ -67,8 +77,14 @@ impl PgDatabase {
             eprintln!("skipping postgres::{test}: STEWARD_SKIP_POSTGRES=1");
             return None;
         }
-        let admin_url = std::env::var("STEWARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
-        let mut admin = match tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(&admin_url)).await {
+        let admin_url = std::env::var("STEWARD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| DEFAULT_PG_URL.to_owned());
+        let mut admin = match tokio::time::timeout(
+            Duration::from_secs(10),
+            PgConnection::connect(&admin_url),
+        )
+        .await
+        {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => panic!(
                 "PostgreSQL is unreachable at STEWARD_TEST_DATABASE_URL ({admin_url}): {e}. \
@@ -88,7 +104,11 @@ impl PgDatabase {
         let _ = admin.close().await;
         let mut url = url::Url::parse(&admin_url).expect("STEWARD_TEST_DATABASE_URL is a URL");
         url.set_path(&format!("/{name}"));
-        Some(Self { admin_url, name, url: url.to_string() })
+        Some(Self {
+            admin_url,
+            name,
+            url: url.to_string(),
+        })
     }
 }
 
@@ -98,7 +118,10 @@ impl Drop for PgDatabase {
         // cannot await on the test's runtime.
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async move {
@@ -119,7 +142,9 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(db) = TestDb::create(backend, name).await else { return };
+    let Some(db) = TestDb::create(backend, name).await else {
+        return;
+    };
     let store = db.open().await;
     assert_eq!(
         store.backend(),
@@ -137,7 +162,9 @@ where
     F: FnOnce(Arc<TestDb>) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let Some(db) = TestDb::create(backend, name).await else { return };
+    let Some(db) = TestDb::create(backend, name).await else {
+        return;
+    };
     test(Arc::new(db)).await;
 }
 
@@ -202,7 +229,10 @@ pub fn identity(owner: &Owner, name: &str, environment: &str) -> Identity {
         scopes: vec!["payments:read".into(), "payments:write".into()],
         default_scopes: vec!["payments:read".into()],
         audiences: vec!["https://api.example.com".into()],
-        labels: BTreeMap::from([("team".to_owned(), "payments".to_owned()), ("tier".to_owned(), "1".to_owned())]),
+        labels: BTreeMap::from([
+            ("team".to_owned(), "payments".to_owned()),
+            ("tier".to_owned(), "1".to_owned()),
+        ]),
         vendor: None,
         status: IdentityStatus::Active,
         status_reason: None,
@@ -274,7 +304,13 @@ pub async fn verify_chain(store: &Arc<dyn Store>) -> u64 {
         }
     }
     assert_eq!(head.size, size, "head size matches the records");
-    assert_eq!(head.chain_hash, prev, "head chain hash matches the last record");
-    assert_eq!(store.audit_leaf_hashes(size).await.expect("leaf hashes"), leaves);
+    assert_eq!(
+        head.chain_hash, prev,
+        "head chain hash matches the last record"
+    );
+    assert_eq!(
+        store.audit_leaf_hashes(size).await.expect("leaf hashes"),
+        leaves
+    );
     size
 }
