@@ -1,4 +1,4 @@
-//! The seam between the shared storage logic and each SQL backend: statements with owned bind
+//! The seam between the shared storage logic and each SQL backend: statements and their bind
 //! arguments, the [`Dialect`] trait (SQL text, binding, execution, row access, error classes).
 
 use std::borrow::Cow;

@@ -1,5 +1,5 @@
 //! The storage boundary: one [`Store`] trait, with SQLite (embedded default) and PostgreSQL backends.
-//! Every write goes through [`Store::commit`], which applies mutations and appends audit records atomically.
+//! Every change to records goes through [`Store::commit`], which applies mutations and appends audit records atomically.
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;

@@ -1,6 +1,7 @@
 //! Write operations run inside the writer's transaction (mutations, one-time claims, purges, audit
 //! appends) and the mapping of backend errors to `StoreError`, written once for both backends.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -506,12 +507,13 @@ const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 const _: () = assert!(AUDIT_CHUNKS[0] * AUDIT_COLUMN_COUNT <= 32766);
 
 /// The multi-row audit insert statements of one dialect, built once per writer.
-pub(crate) struct AuditInserts {
+pub(crate) struct AuditInserts<D: Dialect> {
     by_chunk: Vec<(usize, Arc<str>)>,
+    _dialect: PhantomData<D>,
 }
 
-impl AuditInserts {
-    pub(crate) fn new<D: Dialect>() -> Self {
+impl<D: Dialect> AuditInserts<D> {
+    pub(crate) fn new() -> Self {
         let by_chunk = AUDIT_CHUNKS
             .iter()
             .map(|&rows| {
@@ -535,11 +537,14 @@ impl AuditInserts {
                 (rows, Arc::from(sql))
             })
             .collect();
-        Self { by_chunk }
+        Self {
+            by_chunk,
+            _dialect: PhantomData,
+        }
     }
 
     /// Writes `rows` with as few statements as the chunk sizes allow.
-    pub(crate) async fn insert<D: Dialect>(
+    pub(crate) async fn insert(
         &self,
         conn: &mut Conn<D>,
         rows: &[AuditRow<'_>],

@@ -77,12 +77,15 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
     let pool = PgPoolOptions::new()
         .max_connections(options.max_connections.max(1))
         .acquire_timeout(options.connect_timeout)
+        // Connections are already checked when they are returned to the pool; checking again on
+        // every acquire would add a round trip to every query.
+        .test_before_acquire(false)
         .connect_lazy_with(connect.clone());
     let writer_pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(options.connect_timeout)
         .connect_lazy_with(connect);
-    tracing::info!(target = %target, "opened PostgreSQL store");
+    tracing::info!(database = %target, "opened PostgreSQL store");
     let writer = Writer::spawn::<PgDialect>(writer_pool);
     Ok(Arc::new(SqlStore::<PgDialect>::new(pool, writer)))
 }

@@ -127,7 +127,7 @@ impl Writer {
 }
 
 async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
-    let inserts = AuditInserts::new::<D>();
+    let inserts = AuditInserts::<D>::new();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let started = Instant::now();
@@ -156,7 +156,7 @@ enum BatchError {
 
 async fn process<D: Dialect>(
     pool: &Pool<D::Db>,
-    inserts: &AuditInserts,
+    inserts: &AuditInserts<D>,
     jobs: &[Job],
 ) -> Vec<Result<Done, StoreError>> {
     match run_batch::<D>(pool, inserts, jobs).await {
@@ -196,7 +196,7 @@ async fn apply_all<D: Dialect>(
 
 async fn run_batch<D: Dialect>(
     pool: &Pool<D::Db>,
-    inserts: &AuditInserts,
+    inserts: &AuditInserts<D>,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     let abort = |e: sqlx::Error| BatchError::Aborted(ops::db_error::<D>(e));
@@ -253,7 +253,7 @@ async fn run_batch<D: Dialect>(
             .map_err(BatchError::Aborted)?;
         let (rows, next) = chain_events(head, pending.clone().map(|c| c.audit.as_slice()))?;
         inserts
-            .insert::<D>(&mut tx, &rows)
+            .insert(&mut tx, &rows)
             .await
             .map_err(BatchError::Aborted)?;
         ops::store_head::<D>(&mut tx, &next)

@@ -53,5 +53,6 @@ conformance! {
         commits::two_instances_share_one_log,
         commits::reopen_keeps_everything,
         commits::concurrent_opens_migrate_once,
+        commits::poisoned_change_fails_alone,
     }
 }

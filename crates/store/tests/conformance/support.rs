@@ -56,6 +56,31 @@ impl TestDb {
         }
     }
 
+    /// Runs a script directly on the database, outside any store: `sqlite` or `postgres`,
+    /// whichever matches the backend.
+    pub async fn run_script(&self, sqlite: &'static str, postgres: &'static str) {
+        if let Some(path) = self.url.strip_prefix("sqlite://") {
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("connect to the test database");
+            sqlx::raw_sql(sqlite)
+                .execute(&mut conn)
+                .await
+                .expect("run the script");
+            let _ = conn.close().await;
+        } else {
+            let mut conn = PgConnection::connect(&self.url)
+                .await
+                .expect("connect to the test database");
+            sqlx::raw_sql(postgres)
+                .execute(&mut conn)
+                .await
+                .expect("run the script");
+            let _ = conn.close().await;
+        }
+    }
+
     /// Opens a (further) store instance on this database.
     pub async fn open(&self) -> Arc<dyn Store> {
         steward_store::open(&self.url)
@@ -87,13 +112,15 @@ impl PgDatabase {
         {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => panic!(
-                "PostgreSQL is unreachable at STEWARD_TEST_DATABASE_URL ({admin_url}): {e}. \
+                "PostgreSQL is unreachable at STEWARD_TEST_DATABASE_URL ({}): {e}. \
                  Start it, point STEWARD_TEST_DATABASE_URL at one, or set STEWARD_SKIP_POSTGRES=1 to skip \
-                 the postgres conformance tests."
+                 the postgres conformance tests.",
+                redacted(&admin_url)
             ),
             Err(_) => panic!(
-                "PostgreSQL at STEWARD_TEST_DATABASE_URL ({admin_url}) did not answer within 10s. \
-                 Set STEWARD_SKIP_POSTGRES=1 to skip the postgres conformance tests."
+                "PostgreSQL at STEWARD_TEST_DATABASE_URL ({}) did not answer within 10s. \
+                 Set STEWARD_SKIP_POSTGRES=1 to skip the postgres conformance tests.",
+                redacted(&admin_url)
             ),
         };
         let name = format!("steward_t_{}", Uuid::new_v4().simple());
@@ -109,6 +136,18 @@ impl PgDatabase {
             name,
             url: url.to_string(),
         })
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(not a valid URL)".into(),
     }
 }
 
