@@ -1,5 +1,7 @@
 //! End-to-end tests of the real `steward` binary: audit-log tampering caught by `steward audit verify`,
 //! and a SIGKILL in the middle of a stream of writes losing nothing that was acknowledged.
+// In tests a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

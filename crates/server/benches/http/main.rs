@@ -9,7 +9,9 @@
 //! (default 2), `STEWARD_BENCH_TOKEN_CLIENTS` (64), `STEWARD_BENCH_CREATE_CLIENTS` (32),
 //! `STEWARD_BENCH_CLIENT_THREADS` (1), `STEWARD_BENCH_SERVER_THREADS` (available cores),
 //! `STEWARD_BENCH_IDENTITIES` (16), `STEWARD_TEST_DATABASE_URL` (PostgreSQL server to create a
-//! fresh `steward_bench_<random>` database on), `STEWARD_BENCH_KEEP_DB` (keep that database).
+//! fresh `steward_bench_<random>` database on), `STEWARD_BENCH_KEEP_DB` (keep that database),
+//! `STEWARD_BENCH_ONLY` (comma-separated row keys or prefixes to run: `noop`, `tokens-sqlite`,
+//! `identities-sqlite`, `tokens-postgres`, `identities-postgres`, e.g. `tokens` for both backends).
 
 mod load;
 mod probe;
@@ -36,6 +38,9 @@ use uuid::Uuid;
 use load::{MakeRequest, Plan};
 use probe::{Commits, PgXacts};
 
+const NOOP: &str = "no-op GET /_noop";
+const TOKENS: &str = "token issuance";
+const IDENTITIES: &str = "identity creation";
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// Adds what was being done to an error, as a plain message.
@@ -65,6 +70,8 @@ struct Settings {
     identities: usize,
     pg_url: String,
     keep_db: bool,
+    /// Row keys to run (prefix match), from `STEWARD_BENCH_ONLY`; empty = all.
+    only: Vec<String>,
 }
 
 fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, String>
@@ -98,6 +105,11 @@ impl Settings {
             identities: env_or("STEWARD_BENCH_IDENTITIES", 16)?,
             pg_url: env_or("STEWARD_TEST_DATABASE_URL", DEFAULT_PG_URL.to_owned())?,
             keep_db: env_or("STEWARD_BENCH_KEEP_DB", false)?,
+            only: env_or("STEWARD_BENCH_ONLY", String::new())?
+                .split(',')
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .collect(),
         };
         if s.measure.is_zero() {
             return Err("STEWARD_BENCH_SECS must be positive".into());
@@ -114,6 +126,11 @@ impl Settings {
             }
         }
         Ok(s)
+    }
+
+    /// Whether the row with this key (`noop`, `tokens-sqlite`, `identities-postgres`, …) runs.
+    fn runs(&self, key: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|k| key.starts_with(k.as_str()))
     }
 }
 
@@ -142,11 +159,14 @@ async fn start_fixture(
     identities: usize,
 ) -> Result<Fixture, String> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let mut cfg = ServerConfig::default();
-    cfg.data_dir = dir.path().to_path_buf();
-    cfg.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    cfg.database_url = database_url;
-    cfg.auth_failure_limit = 1_000_000;
+    let cfg = ServerConfig {
+        data_dir: dir.path().to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url,
+        // Every request authenticates; the failure limiter must never be what is measured.
+        auth_failure_limit: 1_000_000,
+        ..ServerConfig::default()
+    };
     let server = steward_server::start(cfg, StartOptions::default())
         .await
         .context("starting the server")?;
@@ -497,7 +517,7 @@ fn thousands(v: f64) -> String {
 fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     let noop = rows
         .iter()
-        .find(|r| r.what == "no-op GET /_noop")
+        .find(|r| r.what == NOOP)
         .and_then(|r| r.result.as_ref().ok())
         .map(|m| m.ops_per_sec);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -514,7 +534,7 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     let _ = writeln!(
         md,
         "Placement: the server runs in the bench process on a Tokio multi-thread runtime with {} worker \
-         thread(s) (plus the database driver's own threads); the load generator runs on {} separate OS \
+         threads (plus the database driver's own threads); the load generator runs on {} separate OS \
          thread(s), each a current-thread Tokio runtime driving its share of the connections with a \
          hyper 1 client, one task per connection sending requests back to back. PostgreSQL, when used, \
          is a server process on the same machine. Client, server and database all share the same cores, \
@@ -585,7 +605,7 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     );
     let tokens = rows
         .iter()
-        .find(|r| r.what == "token issuance" && r.backend == "sqlite")
+        .find(|r| r.what == TOKENS && r.backend == "sqlite")
         .and_then(|r| r.result.as_ref().ok());
     if let (Some(t), Some(n)) = (tokens, noop) {
         let ratio = 100.0 * t.ops_per_sec / n;
@@ -631,10 +651,51 @@ fn results_path() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let target = target.canonicalize().unwrap_or(target);
     target.join("bench-results").join("http.md")
 }
 
 // ---------------------------------------------------------------- main
+
+/// Runs the rows of one backend that `STEWARD_BENCH_ONLY` selects.
+fn bench_backend(
+    rt: &Runtime,
+    s: &Settings,
+    fx: &Fixture,
+    with_noop: bool,
+    mut pg: Option<&mut PgXacts>,
+    rows: &mut Vec<Row>,
+) {
+    if with_noop && s.runs("noop") {
+        rows.push(run_row(
+            rt,
+            s,
+            NOOP,
+            fx,
+            s.token_clients,
+            Ok(fx.noop()),
+            None,
+        ));
+    }
+    if s.runs(&format!("tokens-{}", fx.backend)) {
+        let pg = pg.as_deref_mut();
+        rows.push(run_row(
+            rt,
+            s,
+            TOKENS,
+            fx,
+            s.token_clients,
+            Ok(fx.token()),
+            pg,
+        ));
+    }
+    if s.runs(&format!("identities-{}", fx.backend)) {
+        let make = rt
+            .block_on(fx.admin_bearer())
+            .and_then(|b| fx.create_identity(b));
+        rows.push(run_row(rt, s, IDENTITIES, fx, s.create_clients, make, pg));
+    }
+}
 
 fn run() -> Result<(), String> {
     let s = Settings::from_env()?;
@@ -652,90 +713,48 @@ fn run() -> Result<(), String> {
     let mut notes = vec![];
 
     // SQLite: the no-op baseline, then tokens and identity creation.
-    let fx = rt.block_on(start_fixture("sqlite", None, s.identities))?;
-    rows.push(run_row(
-        &rt,
-        &s,
-        "no-op GET /_noop",
-        &fx,
-        s.token_clients,
-        Ok(fx.noop()),
-        None,
-    ));
-    rows.push(run_row(
-        &rt,
-        &s,
-        "token issuance",
-        &fx,
-        s.token_clients,
-        Ok(fx.token()),
-        None,
-    ));
-    let make = rt
-        .block_on(fx.admin_bearer())
-        .and_then(|b| fx.create_identity(b));
-    rows.push(run_row(
-        &rt,
-        &s,
-        "identity creation",
-        &fx,
-        s.create_clients,
-        make,
-        None,
-    ));
-    rt.block_on(fx.shutdown());
+    if ["noop", "tokens-sqlite", "identities-sqlite"]
+        .iter()
+        .any(|k| s.runs(k))
+    {
+        let fx = rt.block_on(start_fixture("sqlite", None, s.identities))?;
+        bench_backend(&rt, &s, &fx, true, None, &mut rows);
+        rt.block_on(fx.shutdown());
+    }
 
     // PostgreSQL, on a fresh database.
-    match rt.block_on(create_pg_database(&s.pg_url)) {
-        Err(e) => {
-            let line = format!(
-                "PostgreSQL skipped: PostgreSQL unreachable at {} ({e})",
-                redact(&s.pg_url)
-            );
-            println!(
-                "skipped: PostgreSQL unreachable at {} ({e})",
-                redact(&s.pg_url)
-            );
-            notes.push(line);
-        }
-        Ok((conn, name, db_url)) => {
-            let mut stats = PgXacts::new(conn, name.clone());
-            match rt.block_on(start_fixture("postgres", Some(db_url), s.identities)) {
-                Ok(fx) => {
-                    rows.push(run_row(
-                        &rt,
-                        &s,
-                        "token issuance",
-                        &fx,
-                        s.token_clients,
-                        Ok(fx.token()),
-                        Some(&mut stats),
-                    ));
-                    let make = rt
-                        .block_on(fx.admin_bearer())
-                        .and_then(|b| fx.create_identity(b));
-                    rows.push(run_row(
-                        &rt,
-                        &s,
-                        "identity creation",
-                        &fx,
-                        s.create_clients,
-                        make,
-                        Some(&mut stats),
-                    ));
-                    rt.block_on(fx.shutdown());
-                }
-                Err(e) => notes.push(format!(
-                    "PostgreSQL: could not start the server on database {name}: {e}"
-                )),
+    if ["tokens-postgres", "identities-postgres"]
+        .iter()
+        .any(|k| s.runs(k))
+    {
+        match rt.block_on(create_pg_database(&s.pg_url)) {
+            Err(e) => {
+                let line = format!(
+                    "skipped: PostgreSQL unreachable at {} ({e})",
+                    redact(&s.pg_url)
+                );
+                println!("{line}");
+                notes.push(line);
             }
-            let mut conn = stats.into_conn();
-            if s.keep_db {
-                notes.push(format!(
-                    "PostgreSQL database {name} kept (STEWARD_BENCH_KEEP_DB)"
-                ));
-            } else if let Err(e) = rt.block_on(drop_pg_database(&mut conn, &name)) {
-                eprintln!("warning: could not drop {name}: {e}");
+            Ok((conn, name, db_url)) => {
+                let mut stats = PgXacts::new(conn, name.clone());
+                match rt.block_on(start_fixture("postgres", Some(db_url), s.identities)) {
+                    Ok(fx) => {
+                        bench_backend(&rt, &s, &fx, false, Some(&mut stats), &mut rows);
+                        rt.block_on(fx.shutdown());
+                    }
+                    Err(e) => notes.push(format!(
+                        "PostgreSQL: could not start the server on database {name}: {e}"
+                    )),
+                }
+                let mut conn = stats.into_conn();
+                if s.keep_db {
+                    notes.push(format!(
+                        "PostgreSQL database {name} kept (STEWARD_BENCH_KEEP_DB)"
+                    ));
+                } else if let Err(e) = rt.block_on(drop_pg_database(&mut conn, &name)) {
+                    eprintln!("warning: could not drop {name}: {e}");
+                }
             }
         }
     }

@@ -25,9 +25,11 @@ impl TestServer {
 
     pub async fn start_with(f: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = ServerConfig::default();
-        cfg.data_dir = dir.path().to_path_buf();
-        cfg.listen = "127.0.0.1:0".parse().expect("addr");
+        let mut cfg = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            ..Default::default()
+        };
         f(&mut cfg);
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
         let server = steward_server::start(

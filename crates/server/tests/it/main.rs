@@ -1,5 +1,7 @@
 //! End-to-end tests of the server over real HTTP on loopback, with a real SQLite (and PostgreSQL) store.
 //! Third-party clients (the `oauth2` crate, `jsonwebtoken`) check that the wire formats are standard.
+// In tests a failed unwrap is a failed test, which is what we want.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
 mod oauth_errors;
