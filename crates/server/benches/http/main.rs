@@ -36,7 +36,7 @@ use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 use load::{MakeRequest, Plan};
-use probe::{Commits, PgXacts};
+use probe::{Commits, Cpu, PgXacts};
 
 const NOOP: &str = "no-op GET /_noop";
 const TOKENS: &str = "token issuance";
@@ -349,6 +349,8 @@ struct Measured {
     errors: u64,
     error_samples: Vec<String>,
     commits: Commits,
+    /// (bench process, whole machine) CPU busy during the window, in % of all cores.
+    cpu: Option<(f64, f64)>,
     pg_xacts: Option<i64>,
     ok: u64,
 }
@@ -385,9 +387,11 @@ fn measure(
     let running = load::start(&plan)?;
     sleep_until(running.measure_start);
     let c0 = Commits::now();
+    let cpu0 = Cpu::now();
     let x0 = pg.as_deref_mut().and_then(|p| rt.block_on(p.read()));
     sleep_until(running.end);
     let c1 = Commits::now();
+    let cpu1 = Cpu::now();
     let x1 = pg.and_then(|p| rt.block_on(p.read()));
     let out = running.join()?;
     let secs = s.measure.as_secs_f64();
@@ -398,6 +402,7 @@ fn measure(
         errors: out.errors,
         error_samples: out.error_samples.clone(),
         commits: c1.since(c0),
+        cpu: cpu1.shares_since(cpu0),
         pg_xacts: x0.zip(x1).map(|(a, b)| b - a),
         ok: out.ok,
     })
@@ -543,9 +548,13 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     );
     let _ = writeln!(
         md,
-        "| measurement | backend | clients | ops/s | p50 | p99 | errors | vs no-op | write txns/s | writes/txn | PG xacts/op |"
+        "| measurement | backend | clients | ops/s | p50 | p99 | errors | vs no-op \
+         | write txns/s | writes/txn | PG xacts/op | CPU bench / machine |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in rows {
         match &r.result {
             Ok(m) => {
@@ -567,9 +576,13 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
                     (Some(x), ok) if ok > 0 => format!("≈{:.2}", x as f64 / ok as f64),
                     _ => "–".into(),
                 };
+                let cpu = m.cpu.map_or_else(
+                    || "–".into(),
+                    |(bench, machine)| format!("{bench:.0} / {machine:.0} %"),
+                );
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.what,
                     r.backend,
                     r.clients,
@@ -580,13 +593,14 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
                     ratio,
                     txns,
                     per_txn,
-                    xacts
+                    xacts,
+                    cpu
                 );
             }
             Err(_) => {
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {} | not measured (see notes) | – | – | – | – | – | – | – |",
+                    "| {} | {} | {} | not measured (see notes) | – | – | – | – | – | – | – | – |",
                     r.what, r.backend, r.clients
                 );
             }
@@ -601,7 +615,10 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
          \"PG xacts/op\" is PostgreSQL's committed+rolled-back transaction count for the bench database per \
          successful request (reads run as one-statement transactions, so it approximates database round trips \
          per request for reads, plus a share of each group commit; PostgreSQL flushes these statistics about \
-         once a second, hence ≈).\n"
+         once a second, hence ≈). \"CPU bench / machine\" is the CPU time of this process (server and load \
+         generator) and of the whole machine during the window, in % of all cores: when the machine is much \
+         busier than the bench on a SQLite row, something else was competing for the cores and the row is \
+         depressed (on PostgreSQL rows the difference includes the PostgreSQL server itself).\n"
     );
     let tokens = rows
         .iter()
@@ -634,6 +651,23 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
             )),
             Err(e) => details.push(format!("- {} [{}]: not measured: {e}", r.what, r.backend)),
             _ => {}
+        }
+    }
+    for r in rows {
+        if let Ok(Measured {
+            cpu: Some((bench, machine)),
+            ..
+        }) = &r.result
+        {
+            if r.backend == "sqlite" && machine - bench > 10.0 {
+                details.push(format!(
+                    "- {} [{}]: other processes used about {:.0} % of the machine during this row; \
+                     it is likely depressed — re-run on an idle machine",
+                    r.what,
+                    r.backend,
+                    machine - bench
+                ));
+            }
         }
     }
     details.extend(notes.iter().map(|n| format!("- {n}")));

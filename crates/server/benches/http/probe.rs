@@ -159,3 +159,53 @@ impl PgXacts {
         self.conn
     }
 }
+
+/// CPU time of this process and of the whole machine, in clock ticks (Linux `/proc`; zeros elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cpu {
+    process: u64,
+    busy: u64,
+    total: u64,
+}
+
+impl Cpu {
+    pub fn now() -> Self {
+        let process = std::fs::read_to_string("/proc/self/stat")
+            .ok()
+            .and_then(|s| {
+                // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+                let rest = s.rsplit_once(") ")?.1.to_owned();
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        let (busy, total) = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().next()?.strip_prefix("cpu ")?.to_owned();
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .take(8)
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let total: u64 = v.iter().sum();
+                // idle and iowait are the 4th and 5th columns.
+                let idle = v.get(3)? + v.get(4)?;
+                Some((total - idle, total))
+            })
+            .unwrap_or((0, 0));
+        Self {
+            process,
+            busy,
+            total,
+        }
+    }
+
+    /// (this process, the whole machine) busy over the interval, as percentages of all cores.
+    pub fn shares_since(self, earlier: Cpu) -> Option<(f64, f64)> {
+        let total = self.total.checked_sub(earlier.total).filter(|t| *t > 0)? as f64;
+        let process = self.process.checked_sub(earlier.process)? as f64;
+        let busy = self.busy.checked_sub(earlier.busy)? as f64;
+        Some((100.0 * process / total, 100.0 * busy / total))
+    }
+}

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -77,6 +77,19 @@ fn no_store<T: IntoResponse>(v: T) -> Response {
     r
 }
 
+/// The form body of an OAuth endpoint; rejections are RFC 6749 errors.
+pub struct OAuthForm(pub Form);
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await;
+        read_form(&headers, body).map(Self)
+    }
+}
+
 #[utoipa::path(post, path = "/oauth2/token", tag = "oauth2",
     request_body(content_type = "application/x-www-form-urlencoded", content = String),
     responses((status = 200, body = steward_proto::TokenResponse), (status = 400, body = steward_proto::OAuthErrorBody), (status = 401, body = steward_proto::OAuthErrorBody)))]
@@ -84,26 +97,17 @@ pub async fn token(
     State(s): State<AppState>,
     ReqCtx(ctx): ReqCtx,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let form = read_form(&headers, body)?;
-        s.token(&form, &headers, &ctx).await
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    let issued = s.token(&form, &headers, &ctx).await?;
+    let mut r = no_store(Json(issued.body));
+    if let Some(n) = issued
+        .dpop_nonce
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        r.headers_mut().insert("dpop-nonce", n);
     }
-    .await;
-    match result {
-        Ok(issued) => {
-            let mut r = no_store(Json(issued.body));
-            if let Some(n) = issued
-                .dpop_nonce
-                .and_then(|n| HeaderValue::from_str(&n).ok())
-            {
-                r.headers_mut().insert("dpop-nonce", n);
-            }
-            r
-        }
-        Err(e) => e.into_response(),
-    }
+    Ok(r)
 }
 
 #[utoipa::path(post, path = "/oauth2/introspect", tag = "oauth2",
@@ -113,17 +117,9 @@ pub async fn introspect(
     State(s): State<AppState>,
     ReqCtx(ctx): ReqCtx,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let form = read_form(&headers, body)?;
-        s.introspect(&form, &headers, &ctx).await
-    }
-    .await;
-    match result {
-        Ok(v) => no_store(Json(v)),
-        Err(e) => e.into_response(),
-    }
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    Ok(no_store(Json(s.introspect(&form, &headers, &ctx).await?)))
 }
 
 #[utoipa::path(post, path = "/oauth2/revoke", tag = "oauth2",
@@ -133,15 +129,8 @@ pub async fn revoke(
     State(s): State<AppState>,
     ReqCtx(ctx): ReqCtx,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let form = read_form(&headers, body)?;
-        s.revoke_token(&form, &headers, &ctx).await
-    }
-    .await;
-    match result {
-        Ok(()) => no_store(StatusCode::OK),
-        Err(e) => e.into_response(),
-    }
+    OAuthForm(form): OAuthForm,
+) -> Result<Response, OAuthError> {
+    s.revoke_token(&form, &headers, &ctx).await?;
+    Ok(no_store(StatusCode::OK))
 }
