@@ -654,20 +654,21 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
         }
     }
     for r in rows {
-        if let Ok(Measured {
+        let Ok(Measured {
             cpu: Some((bench, machine)),
             ..
         }) = &r.result
-        {
-            if r.backend == "sqlite" && machine - bench > 10.0 {
-                details.push(format!(
-                    "- {} [{}]: other processes used about {:.0} % of the machine during this row; \
-                     it is likely depressed — re-run on an idle machine",
-                    r.what,
-                    r.backend,
-                    machine - bench
-                ));
-            }
+        else {
+            continue;
+        };
+        if r.backend == "sqlite" && machine - bench > 10.0 {
+            details.push(format!(
+                "- {} [{}]: other processes used about {:.0} % of the machine during this row; \
+                 it is likely depressed — re-run on an idle machine",
+                r.what,
+                r.backend,
+                machine - bench
+            ));
         }
     }
     details.extend(notes.iter().map(|n| format!("- {n}")));
