@@ -8,8 +8,41 @@ use serde_json::{Value, json};
 use steward_core::ManualClock;
 use steward_server::{RunningServer, ServerConfig, StartOptions};
 
+/// `STEWARD_IT_BACKEND=postgres` runs the whole suite on PostgreSQL (a fresh database per test,
+/// on the server at `STEWARD_TEST_DATABASE_URL`); the default is embedded SQLite.
+pub fn postgres_backend() -> bool {
+    std::env::var("STEWARD_IT_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+fn admin_pg_url() -> String {
+    std::env::var("STEWARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh PostgreSQL database and returns (its URL, its name).
+async fn fresh_pg_database() -> (String, String) {
+    use sqlx::{ConnectOptions, Connection};
+    let admin = admin_pg_url();
+    let opts: sqlx::postgres::PgConnectOptions = admin.parse().expect("STEWARD_TEST_DATABASE_URL");
+    let mut conn = opts
+        .connect()
+        .await
+        .expect("PostgreSQL reachable at STEWARD_TEST_DATABASE_URL");
+    let name = format!("steward_it_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    conn.close().await.ok();
+    let mut url = url::Url::parse(&admin).expect("url");
+    url.set_path(&name);
+    (url.to_string(), name)
+}
+
 pub struct TestServer {
     pub server: RunningServer,
+    /// The PostgreSQL database of this test, dropped with the server.
+    pub pg_database: Option<String>,
     pub base: String,
     pub admin_id: String,
     pub admin_secret: String,
@@ -29,6 +62,13 @@ impl TestServer {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("addr"),
             ..Default::default()
+        };
+        let pg = if postgres_backend() {
+            let (url, name) = fresh_pg_database().await;
+            cfg.database_url = Some(url);
+            Some(name)
+        } else {
+            None
         };
         f(&mut cfg);
         let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
@@ -56,6 +96,7 @@ impl TestServer {
                 .expect("client_secret")
                 .to_owned(),
             server,
+            pg_database: pg,
             http: reqwest::Client::new(),
             clock,
             dir,
@@ -205,5 +246,35 @@ impl TestServer {
             .await
             .expect("head")
             .size
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_database.take() else {
+            return;
+        };
+        // Best-effort clean-up on a separate runtime: FORCE closes the server's pooled connections.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::ConnectOptions;
+                if let Ok(opts) = admin_pg_url().parse::<sqlx::postgres::PgConnectOptions>() {
+                    if let Ok(mut c) = opts.connect().await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
+                    }
+                }
+            });
+        })
+        .join();
     }
 }

@@ -425,18 +425,12 @@ async fn database_never_holds_an_issued_api_key() {
         t.token_basic(&id, &s, &[]).await;
         secrets.push(s);
     }
-    let mut dump = Vec::new();
-    for entry in std::fs::read_dir(t.dir.path()).unwrap() {
-        let p = entry.unwrap().path();
-        if p.file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("steward.db")
-        {
-            dump.extend(std::fs::read(&p).unwrap());
-        }
-    }
-    assert!(dump.len() > 10_000, "database files found");
+    let dump = database_dump(&t).await;
+    assert!(
+        dump.len() > 10_000,
+        "database contents found ({} bytes)",
+        dump.len()
+    );
     let text = String::from_utf8_lossy(&dump);
     for s in &secrets {
         assert!(
@@ -448,4 +442,54 @@ async fn database_never_holds_an_issued_api_key() {
             "part of an API key was found in the database files"
         );
     }
+}
+
+/// Every byte the database holds: the SQLite files, or every row of every PostgreSQL table as JSON.
+async fn database_dump(t: &TestServer) -> Vec<u8> {
+    let mut dump = Vec::new();
+    if let Some(db) = &t.pg_database {
+        use sqlx::{ConnectOptions, Row};
+        let admin = std::env::var("STEWARD_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(db);
+        let mut c = url
+            .as_str()
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let tables: Vec<String> =
+            sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+        for table in tables {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT row_to_json(t)::text FROM \"{table}\" t"
+            )))
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+            for r in rows {
+                dump.extend(r.get::<String, _>(0).into_bytes());
+            }
+        }
+    } else {
+        for entry in std::fs::read_dir(t.dir.path()).unwrap() {
+            let p = entry.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("steward.db")
+            {
+                dump.extend(std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    dump
 }
