@@ -275,3 +275,83 @@ pub fn trusted_checkpoint(json_or_note: &str, vkey: Option<&str>) -> Result<(u64
         .map_err(|e| format!("checkpoint body: {e}"))?;
     Ok((size, root))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use steward_core::{AuditEvent, AuditRecord, Outcome};
+    use steward_crypto::merkle;
+
+    use super::Verifier;
+
+    fn log(events: &[(String, String)]) -> Vec<AuditRecord> {
+        let mut prev = [0u8; 32];
+        let t = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, (actor, action))| {
+                let seq = i as u64 + 1;
+                let event = AuditEvent::new(t, actor.clone(), action.clone(), Outcome::Success)
+                    .details(serde_json::json!({"n": i}));
+                let leaf = merkle::leaf_hash(&event.canonical_bytes(seq));
+                prev = merkle::chain_hash(&prev, &leaf);
+                AuditRecord {
+                    seq,
+                    event,
+                    leaf_hash: leaf,
+                    chain_hash: prev,
+                }
+            })
+            .collect()
+    }
+
+    fn verify(records: &[AuditRecord], checkpoint: Option<(u64, [u8; 32])>) -> super::VerifyReport {
+        let mut v = Verifier::new(checkpoint);
+        for r in records {
+            if !v.push(r) {
+                break;
+            }
+        }
+        v.finish(None)
+    }
+
+    fn events() -> impl Strategy<Value = Vec<(String, String)>> {
+        proptest::collection::vec(("[a-z]{1,8}", "[a-z]{1,6}\\.[a-z]{1,6}"), 2..60)
+    }
+
+    proptest! {
+        /// An honest log always verifies, against its own checkpoint too.
+        #[test]
+        fn honest_log_verifies(ev in events()) {
+            let recs = log(&ev);
+            let root = merkle::root(&recs.iter().map(|r| r.leaf_hash).collect::<Vec<_>>());
+            let r = verify(&recs, Some((recs.len() as u64, root)));
+            prop_assert!(r.ok, "{:?}", r);
+            prop_assert_eq!(r.records, recs.len() as u64);
+        }
+
+        /// Any single edit, deletion, swap or truncation is caught, and the first bad seq is named.
+        #[test]
+        fn any_tampering_is_named(ev in events(), pick in any::<prop::sample::Index>(), how in 0u8..4) {
+            let mut recs = log(&ev);
+            let n = recs.len();
+            let root = merkle::root(&recs.iter().map(|r| r.leaf_hash).collect::<Vec<_>>());
+            let i = pick.index(n - 1); // never the last, so a swap has a partner
+            let expected = match how {
+                0 => { recs[i].event.actor.push('!'); i as u64 + 1 }
+                1 => { recs.remove(i); i as u64 + 1 }
+                2 => {
+                    let (a, b) = (recs[i].clone(), recs[i + 1].clone());
+                    recs[i] = AuditRecord { seq: a.seq, ..b };
+                    recs[i + 1] = AuditRecord { seq: a.seq + 1, ..a };
+                    i as u64 + 1
+                }
+                _ => { recs.truncate(i + 1); i as u64 + 2 }
+            };
+            let r = verify(&recs, Some((n as u64, root)));
+            prop_assert!(!r.ok);
+            prop_assert_eq!(r.first_bad_seq, Some(expected), "{:?}", r);
+        }
+    }
+}

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Per-request timeout, in seconds.
     pub request_timeout_secs: u64,
+    /// Requests processed at once; more are refused with 503 and `Retry-After` (load shedding).
+    pub max_in_flight_requests: usize,
     /// Failed authentications tolerated per client id or source address within the window.
     pub auth_failure_limit: u32,
     /// Failure-counting window and lock-out duration, in seconds.
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             checkpoint_interval_secs: 300,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
+            max_in_flight_requests: 4096,
             auth_failure_limit: 10,
             auth_lockout_secs: 300,
             dpop_require_nonce: false,

@@ -54,6 +54,7 @@ impl utoipa::Modify for BearerAuth {
 
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
+    let max_in_flight = state.config.max_in_flight_requests;
     let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
     Router::new()
         .route(
@@ -115,5 +116,21 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        // Outermost: a bounded number of requests in flight; beyond it, shed at once with
+        // 503 + Retry-After instead of queueing without bound.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "overloaded",
+                            "the server is at capacity; retry shortly",
+                        )
+                    },
+                ))
+                .load_shed()
+                .concurrency_limit(max_in_flight),
+        )
         .with_state(state)
 }

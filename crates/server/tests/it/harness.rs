@@ -264,14 +264,13 @@ impl Drop for TestServer {
             };
             rt.block_on(async {
                 use sqlx::ConnectOptions;
-                if let Ok(opts) = admin_pg_url().parse::<sqlx::postgres::PgConnectOptions>() {
-                    if let Ok(mut c) = opts.connect().await {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
+                if let Ok(opts) = admin_pg_url().parse::<sqlx::postgres::PgConnectOptions>()
+                    && let Ok(mut c) = opts.connect().await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
                         .execute(&mut c)
                         .await;
-                    }
                 }
             });
         })

@@ -519,3 +519,14 @@ async fn openapi_health_and_metadata() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn overload_is_shed_with_503_and_retry_after() {
+    // With no capacity at all, every request is shed at once rather than queued.
+    let t = TestServer::start_with(|c| c.max_in_flight_requests = 0).await;
+    let r = t.http.get(t.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "overloaded");
+}
