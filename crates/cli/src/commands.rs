@@ -105,7 +105,7 @@ struct ServeArgs {
     /// Require DPoP server nonces.
     #[arg(long, env = "STEWARD_DPOP_REQUIRE_NONCE")]
     dpop_require_nonce: Option<bool>,
-    /// Cache TTL in seconds for identities/credentials changed by other nodes (PostgreSQL clusters).
+    /// Optional cache TTL in seconds (0: invalidation only; PostgreSQL nodes notify each other).
     #[arg(long, env = "STEWARD_CACHE_TTL_SECS")]
     cache_ttl_secs: Option<u64>,
     /// Log format: text or json.
@@ -368,10 +368,6 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         cache_ttl_secs => cache_ttl_secs);
     if a.database_url.is_some() {
         cfg.database_url = a.database_url.clone();
-    }
-    // Other nodes may change a shared database: bound how stale a cached identity can be.
-    if cfg.database_url.is_some() && a.cache_ttl_secs.is_none() && cfg.cache_ttl_secs == 0 {
-        cfg.cache_ttl_secs = 1;
     }
     if a.issuer.is_some() {
         cfg.issuer = a.issuer.clone();

@@ -39,8 +39,9 @@ pub struct ServerConfig {
     pub auth_lockout_secs: u64,
     /// When set, DPoP proofs must carry a server nonce (RFC 9449 §8).
     pub dpop_require_nonce: bool,
-    /// Seconds a cached identity or credential may be served without re-reading the database
-    /// when other nodes may change it (PostgreSQL). 0 = only local invalidation (single node).
+    /// Seconds a cached identity or credential may be served without re-reading the database.
+    /// 0 (the default) relies on invalidation alone: local writes, and on PostgreSQL the other
+    /// nodes' changes arriving through `LISTEN/NOTIFY`.
     pub cache_ttl_secs: u64,
     /// Contact recorded for the bootstrap owner.
     pub admin_contact: String,

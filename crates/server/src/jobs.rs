@@ -93,3 +93,37 @@ where
         }
     })
 }
+
+/// Applies change notices from other nodes to this node's caches (PostgreSQL `LISTEN/NOTIFY`).
+pub fn spawn_invalidator(
+    state: AppState,
+    mut rx: tokio::sync::broadcast::Receiver<steward_store::Notice>,
+) -> JoinHandle<()> {
+    use steward_store::Notice;
+    use tokio::sync::broadcast::error::RecvError;
+    tokio::spawn(async move {
+        loop {
+            let reload = match rx.recv().await {
+                Ok(Notice::Identity(id)) => {
+                    state.invalidate_identity(id);
+                    false
+                }
+                Ok(Notice::Credential(_) | Notice::CredentialsOf(_)) => {
+                    state.invalidate_all_credentials();
+                    false
+                }
+                Ok(Notice::Keys) => true,
+                // Notices may have been missed: forget everything cached.
+                Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
+                    state.identities.clear();
+                    state.invalidate_all_credentials();
+                    true
+                }
+                Err(RecvError::Closed) => return,
+            };
+            if reload && let Err(e) = state.reload_ring().await {
+                tracing::warn!(error = %e, "key ring reload after a change notice failed");
+            }
+        }
+    })
+}

@@ -175,7 +175,10 @@ pub async fn start(
         config,
     };
     let state = AppState(Arc::new(inner));
-    let jobs = jobs::spawn_all(&state, schedule);
+    let mut jobs = jobs::spawn_all(&state, schedule);
+    if let Some(rx) = state.store.subscribe() {
+        jobs.push(jobs::spawn_invalidator(state.clone(), rx));
+    }
     let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = tokio::spawn(async move {

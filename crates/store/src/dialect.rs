@@ -197,6 +197,9 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     const SQL: &'static Statements;
     /// The backend's migrations, in version order.
     const MIGRATIONS: &'static [Migration];
+    /// Statement that publishes a [`crate::Notice`] payload to other processes on commit, if the
+    /// backend can be shared between processes.
+    const NOTIFY: Option<&'static str>;
 
     /// Appends the placeholder for the `n`th (1-based) argument.
     fn placeholder(sql: &mut String, n: usize);

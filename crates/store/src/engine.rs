@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use sqlx::Pool;
 use sqlx::pool::PoolConnection;
+use std::sync::Arc;
 use steward_core::{AuditRecord, Credential, Identity, IdentityStatus, Owner, to_micros};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -30,11 +31,21 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// independent one-statement writes (one-time claims, purges).
     pool: Pool<D::Db>,
     writer: Writer,
+    notices: Option<Arc<dyn crate::NoticeSource>>,
 }
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn new(pool: Pool<D::Db>, writer: Writer) -> Self {
-        Self { pool, writer }
+        Self {
+            pool,
+            writer,
+            notices: None,
+        }
+    }
+
+    pub(crate) fn with_notices(mut self, source: Arc<dyn crate::NoticeSource>) -> Self {
+        self.notices = Some(source);
+        self
     }
 
     async fn conn(&self) -> Result<PoolConnection<D::Db>, StoreError> {
@@ -443,6 +454,10 @@ impl<D: Dialect> Store for SqlStore<D> {
                 }
             })
             .collect()
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<crate::Notice>> {
+        self.notices.as_ref().map(|n| Arc::clone(n).subscribe())
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {

@@ -141,6 +141,18 @@ pub trait Store: Send + Sync + 'static {
     /// Stored leaf hashes of records `1..=upto`, in seq order (for Merkle roots and proofs).
     async fn audit_leaf_hashes(&self, upto: u64) -> Result<Vec<[u8; 32]>, StoreError>;
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+
+    /// Notices of changes committed by any process sharing this database, so that caches are
+    /// invalidated at once (PostgreSQL `LISTEN/NOTIFY`). `None` when the backend is not shared
+    /// between processes (SQLite). The first call starts listening.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
+        None
+    }
+}
+
+/// A source of [`Notice`]s, implemented by backends that can be shared between processes.
+pub(crate) trait NoticeSource: Send + Sync {
+    fn subscribe(self: std::sync::Arc<Self>) -> tokio::sync::broadcast::Receiver<Notice>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -154,6 +154,19 @@ fn credential_conflict(c: &Credential, rule: UniqueRule) -> String {
 
 /// Applies one mutation (see the variants' documentation for their semantics).
 pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
+    apply_mutation::<D>(conn, m).await?;
+    // Published to other nodes only if (and when) this change commits; a change rolled back to
+    // its savepoint takes its notice with it.
+    if let (Some(notify), Some(notice)) = (D::NOTIFY, crate::Notice::of(m)) {
+        let payload = notice.encode();
+        D::exec(conn, Stmt::new(notify).text(&payload))
+            .await
+            .map_err(db_error::<D>)?;
+    }
+    Ok(())
+}
+
+async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
     let sql = D::SQL;
     match m {
         Mutation::InsertOwner(o) => {

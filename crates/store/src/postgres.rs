@@ -87,7 +87,14 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         .connect_lazy_with(connect);
     tracing::info!(database = %target, "opened PostgreSQL store");
     let writer = Writer::spawn::<PgDialect>(writer_pool);
-    Ok(Arc::new(SqlStore::<PgDialect>::new(pool, writer)))
+    let hub = Arc::new(NoticeHub {
+        url: url.to_owned(),
+        tx: tokio::sync::broadcast::channel(4096).0,
+        started: std::sync::Once::new(),
+    });
+    Ok(Arc::new(
+        SqlStore::<PgDialect>::new(pool, writer).with_notices(hub),
+    ))
 }
 
 /// PostgreSQL's dialect.
@@ -117,6 +124,7 @@ impl Dialect for PgDialect {
     const SINGLE_WRITER: bool = false;
     const BEGIN: &'static str = "BEGIN";
     const ILIKE: &'static str = "ILIKE";
+    const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('steward_changes', $1)");
     const SQL: &'static Statements = &STATEMENTS;
     const MIGRATIONS: &'static [Migration] = &[Migration {
         version: 1,
@@ -309,3 +317,84 @@ static STATEMENTS: Statements = Statements {
     record_migration: "INSERT INTO steward_schema_migrations (version, name, checksum, applied_at) \
                        VALUES ($1, $2, $3, $4)",
 };
+
+/// The channel every node LISTENs on.
+const NOTICE_CHANNEL: &str = "steward_changes";
+
+/// Fans `LISTEN steward_changes` notifications out to subscribers. The listener starts on the
+/// first subscription and stops once the store (the only strong owner of the hub) is dropped.
+struct NoticeHub {
+    url: String,
+    tx: tokio::sync::broadcast::Sender<crate::Notice>,
+    started: std::sync::Once,
+}
+
+impl crate::NoticeSource for NoticeHub {
+    fn subscribe(self: Arc<Self>) -> tokio::sync::broadcast::Receiver<crate::Notice> {
+        let rx = self.tx.subscribe();
+        self.started.call_once(|| self.start());
+        rx
+    }
+}
+
+impl NoticeHub {
+    fn start(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(100);
+            loop {
+                let Some(url) = weak.upgrade().map(|h| h.url.clone()) else {
+                    return;
+                };
+                match sqlx::postgres::PgListener::connect(&url).await {
+                    Ok(mut listener) => {
+                        if listener.listen(NOTICE_CHANNEL).await.is_ok() {
+                            backoff = std::time::Duration::from_millis(100);
+                            // Anything committed while we were not listening is unknown.
+                            if !send(&weak, crate::Notice::Resync) {
+                                return;
+                            }
+                            loop {
+                                match listener.try_recv().await {
+                                    Ok(Some(n)) => {
+                                        if let Some(notice) = crate::Notice::decode(n.payload())
+                                            && !send(&weak, notice)
+                                        {
+                                            return;
+                                        }
+                                    }
+                                    // The connection dropped and sqlx re-established it.
+                                    Ok(None) => {
+                                        if !send(&weak, crate::Notice::Resync) {
+                                            return;
+                                        }
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "change listener lost its connection");
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "change listener cannot connect; retrying")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        });
+    }
+}
+
+/// Sends to subscribers; false once the hub is gone (the store was dropped).
+fn send(weak: &std::sync::Weak<NoticeHub>, notice: crate::Notice) -> bool {
+    match weak.upgrade() {
+        Some(h) => {
+            let _ = h.tx.send(notice);
+            true
+        }
+        None => false,
+    }
+}

@@ -181,6 +181,7 @@ impl Dialect for SqliteDialect {
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     // SQLite's LIKE ignores ASCII case.
     const ILIKE: &'static str = "LIKE";
+    const NOTIFY: Option<&'static str> = None;
     const SQL: &'static Statements = &STATEMENTS;
     const MIGRATIONS: &'static [Migration] = &[Migration {
         version: 1,

@@ -120,3 +120,57 @@ pub struct CheckpointRecord {
     pub note: String,
     pub created_at: OffsetDateTime,
 }
+
+/// A change another process made that invalidates cached state (PostgreSQL `LISTEN/NOTIFY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// This identity changed.
+    Identity(Uuid),
+    /// This credential changed.
+    Credential(Uuid),
+    /// Every credential of this identity changed (offboarding).
+    CredentialsOf(Uuid),
+    /// The signing keys changed.
+    Keys,
+    /// Notices may have been missed (the listener reconnected or lagged): drop every cache.
+    Resync,
+}
+
+impl Notice {
+    /// The payload sent with `pg_notify`.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Identity(id) => format!("identity:{id}"),
+            Self::Credential(id) => format!("credential:{id}"),
+            Self::CredentialsOf(id) => format!("credentials-of:{id}"),
+            Self::Keys => "keys".into(),
+            Self::Resync => "resync".into(),
+        }
+    }
+
+    pub fn decode(payload: &str) -> Option<Self> {
+        let (kind, id) = payload.split_once(':').unwrap_or((payload, ""));
+        let uuid = || Uuid::parse_str(id).ok();
+        match kind {
+            "identity" => uuid().map(Self::Identity),
+            "credential" => uuid().map(Self::Credential),
+            "credentials-of" => uuid().map(Self::CredentialsOf),
+            "keys" => Some(Self::Keys),
+            "resync" => Some(Self::Resync),
+            _ => None,
+        }
+    }
+
+    /// The notice a mutation implies for other nodes' caches, if any.
+    pub fn of(m: &Mutation) -> Option<Self> {
+        match m {
+            Mutation::UpdateIdentity { identity, .. } => Some(Self::Identity(identity.id)),
+            Mutation::UpdateCredential { credential, .. } => Some(Self::Credential(credential.id)),
+            Mutation::RevokeIdentityCredentials { identity_id, .. } => {
+                Some(Self::CredentialsOf(*identity_id))
+            }
+            Mutation::InsertSigningKey(_) | Mutation::UpdateSigningKey(_) => Some(Self::Keys),
+            _ => None,
+        }
+    }
+}

@@ -14,13 +14,13 @@ pub fn postgres_backend() -> bool {
     std::env::var("STEWARD_IT_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
-fn admin_pg_url() -> String {
+pub fn admin_pg_url() -> String {
     std::env::var("STEWARD_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Creates a fresh PostgreSQL database and returns (its URL, its name).
-async fn fresh_pg_database() -> (String, String) {
+pub async fn fresh_pg_database() -> (String, String) {
     use sqlx::{ConnectOptions, Connection};
     let admin = admin_pg_url();
     let opts: sqlx::postgres::PgConnectOptions = admin.parse().expect("STEWARD_TEST_DATABASE_URL");

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod multi_node;
 mod oauth_errors;
 mod oauth_interop;
 mod registry;

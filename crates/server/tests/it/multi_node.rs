@@ -1,0 +1,158 @@
+//! Two real nodes on one real PostgreSQL: a change made on node A takes effect on node B within
+//! one second (LISTEN/NOTIFY invalidates B's caches), with no cache TTL to lean on.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::harness::{TestServer, admin_pg_url, fresh_pg_database};
+
+const ISSUER: &str = "https://steward.cluster.test";
+
+async fn introspect(http: &reqwest::Client, base: &str, admin: &str, token: &str) -> bool {
+    let v: Value = http
+        .post(format!("{base}/oauth2/introspect"))
+        .bearer_auth(admin)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["active"] == true
+}
+
+async fn token_status(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> StatusCode {
+    http.post(format!("{base}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Polls until `done` holds; returns how long it took (panics after 5 s).
+async fn within<F, Fut>(mut done: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "change never reached the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn changes_on_one_node_take_effect_on_the_other_within_a_second() {
+    let (url, db) = fresh_pg_database().await;
+    let a = TestServer::start_with(|c| {
+        c.database_url = Some(url.clone());
+        c.issuer = Some(ISSUER.into());
+    })
+    .await;
+    let master = std::fs::read_to_string(a.dir.path().join("master.key")).unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = steward_server::start(
+        steward_server::ServerConfig {
+            data_dir: b_dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: Some(url.clone()),
+            issuer: Some(ISSUER.into()),
+            ..Default::default()
+        },
+        steward_server::StartOptions {
+            master_key: Some(master.trim().to_owned()),
+            clock: None,
+        },
+    )
+    .await
+    .expect("node B starts on the same database");
+    assert!(
+        b.admin_credentials.is_none(),
+        "only the first node bootstraps"
+    );
+    let b_url = b.base_url();
+    let http = reqwest::Client::new();
+
+    // A workload, and a token for it issued by node B (so B caches identity and credential).
+    let (id, secret) = a.workload("svc").await;
+    let (_, v, _) = a.token_basic(&id, &secret, &[]).await;
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        token_status(&http, &b_url, &id, &secret).await,
+        StatusCode::OK
+    );
+    let admin = a.admin_token().await;
+    assert!(
+        introspect(&http, &b_url, &admin, &token).await,
+        "node B accepts node A's token"
+    );
+
+    // Suspend on A: B's introspection and token endpoint follow within a second.
+    let (s, _) = a
+        .api(Method::POST, &format!("/v1/identities/{id}/suspend"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let took = within(|| async { !introspect(&http, &b_url, &admin, &token).await }).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "suspension took {took:?} to reach node B"
+    );
+    assert_eq!(
+        token_status(&http, &b_url, &id, &secret).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Resume, then revoke a credential on A: B refuses it within a second.
+    a.api(Method::POST, &format!("/v1/identities/{id}/resume"), None)
+        .await;
+    within(|| async { token_status(&http, &b_url, &id, &secret).await == StatusCode::OK }).await;
+    let (_, creds) = a
+        .api(
+            Method::GET,
+            &format!("/v1/identities/{id}/credentials"),
+            None,
+        )
+        .await;
+    let cid = creds["items"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = a
+        .api(
+            Method::DELETE,
+            &format!("/v1/identities/{id}/credentials/{cid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let took = within(|| async {
+        token_status(&http, &b_url, &id, &secret).await == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(1),
+        "revocation took {took:?} to reach node B"
+    );
+
+    b.shutdown().await;
+    drop(a);
+    use sqlx::ConnectOptions;
+    let mut c = admin_pg_url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+    )))
+    .execute(&mut c)
+    .await;
+}
