@@ -12,6 +12,8 @@ use steward_proto::CredentialsFile;
 pub struct Client {
     http: reqwest::Client,
     pub server: String,
+    /// The CA bundle (PEM) this client trusts: `STEWARD_CA_BUNDLE`, else the credentials file's.
+    pub ca_bundle: Option<String>,
     creds: Option<CredentialsFile>,
     token: Option<String>,
 }
@@ -68,6 +70,35 @@ fn cache_path(client_id: &str) -> Option<PathBuf> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("steward"))
         })?;
     Some(base.join(format!("token-{client_id}.json")))
+}
+
+/// The CA bundle to trust: the file named by `STEWARD_CA_BUNDLE`, else `from_credentials`.
+pub fn ca_bundle(from_credentials: Option<&str>) -> Result<Option<String>> {
+    if let Some(p) = std::env::var_os("STEWARD_CA_BUNDLE") {
+        let p = PathBuf::from(p);
+        return Ok(Some(std::fs::read_to_string(&p).with_context(|| {
+            format!("cannot read the CA bundle {}", p.display())
+        })?));
+    }
+    Ok(from_credentials.map(str::to_owned))
+}
+
+/// An HTTP client that trusts exactly `ca_bundle` when given (Steward's own CA), and presents
+/// `identity` (PEM certificate chain plus key) as its client certificate when given.
+pub fn http_client(ca_bundle: Option<&str>, identity: Option<&[u8]>) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30));
+    if let Some(pem) = ca_bundle {
+        let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+            .context("the CA bundle is not valid PEM")?;
+        b = b.tls_certs_only(certs);
+    }
+    if let Some(id) = identity {
+        b = b.identity(
+            reqwest::Identity::from_pem(id)
+                .context("the client certificate or key is not valid PEM")?,
+        );
+    }
+    b.build().context("cannot build the HTTP client")
 }
 
 /// Exchanges a client secret for an access token (`client_credentials`, `client_secret_basic`).
@@ -130,16 +161,15 @@ impl Client {
         };
         let server = server
             .or_else(|| creds.as_ref().map(|c| c.issuer.clone()))
-            .unwrap_or_else(|| "http://127.0.0.1:7443".into())
+            .unwrap_or_else(|| "https://127.0.0.1:7443".into())
             .trim_end_matches('/')
             .to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let ca_bundle = ca_bundle(creds.as_ref().and_then(|c| c.ca_bundle.as_deref()))?;
+        let http = http_client(ca_bundle.as_deref(), None)?;
         Ok(Self {
             http,
             server,
+            ca_bundle,
             creds,
             token: std::env::var("STEWARD_TOKEN").ok(),
         })

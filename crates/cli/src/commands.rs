@@ -20,7 +20,7 @@ use crate::output;
     about = "Machine identities: registry, credentials, short-lived tokens and audit."
 )]
 pub struct Cli {
-    /// Server base URL (default: the issuer in the credentials file, else http://127.0.0.1:7443).
+    /// Server base URL (default: the issuer in the credentials file, else https://127.0.0.1:7443).
     #[arg(long, global = true, env = "STEWARD_SERVER")]
     server: Option<String>,
     /// Credentials file to authenticate with.
@@ -56,6 +56,18 @@ enum Command {
     /// The tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Authorization policies (Cedar) and their built-in guard rails.
+    #[command(subcommand)]
+    Policy(crate::cmd_policy::PolicyCmd),
+    /// Ask for an authorization decision (exit 0 on allow, 2 on deny).
+    Authorize(crate::cmd_policy::AuthorizeArgs),
+    /// Workload certificates (X.509 SVIDs): the key is generated here and never sent.
+    #[command(subcommand)]
+    Cert(crate::cmd_cert::CertCmd),
+    /// Keep a workload's certificate and access token fresh on disk.
+    Agent(crate::cmd_agent::AgentArgs),
+    /// Find leaked secrets in files and git history (exit 1 when any is found).
+    Scan(crate::cmd_scan::ScanArgs),
 }
 
 #[derive(Args)]
@@ -111,6 +123,19 @@ struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "STEWARD_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// Serve plain HTTP instead of HTTPS (refused unless the listen address is loopback).
+    #[arg(long, env = "STEWARD_INSECURE_HTTP")]
+    insecure_http: bool,
+    /// Webhook told (POST JSON, redacted) when a leaked key is revoked.
+    #[arg(long, env = "STEWARD_LEAK_WEBHOOK_URL")]
+    leak_webhook_url: Option<String>,
+    /// Partner key allowed to sign leak reports, as KEY_ID=PEM_FILE (repeatable; comma-separated in the env var).
+    #[arg(long, env = "STEWARD_LEAK_REPORT_KEYS", value_delimiter = ',')]
+    leak_report_key: Vec<String>,
+    /// Extra DNS names or IP addresses for the server certificate, comma-separated
+    /// (localhost, 127.0.0.1 and ::1 are always included).
+    #[arg(long, env = "STEWARD_TLS_SAN", value_delimiter = ',')]
+    tls_san: Option<Vec<String>>,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +192,9 @@ struct IdentityFields {
     token_lifetime_secs: Option<u32>,
     #[arg(long)]
     require_dpop: Option<bool>,
+    /// DNS name the identity may put in its certificates (repeatable; `*.suffix` allowed).
+    #[arg(long = "allow-dns")]
+    allowed_dns_names: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -331,6 +359,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Credential(c) => credential(mk()?, c, json_out).await,
         Command::Token(a) => token(cli.server.clone(), &cli.credentials, a, json_out).await,
         Command::Audit(c) => audit(mk, c, json_out).await,
+        Command::Policy(c) => crate::cmd_policy::policy(mk()?, c, json_out).await,
+        Command::Authorize(a) => crate::cmd_policy::authorize(mk()?, a, json_out).await,
+        Command::Cert(c) => {
+            crate::cmd_cert::cert(cli.server.clone(), &cli.credentials, c, json_out).await
+        }
+        Command::Agent(a) => crate::cmd_agent::agent(cli.server.clone(), &cli.credentials, a).await,
+        Command::Scan(a) => crate::cmd_scan::scan(a, &cli.credentials, json_out).await,
     }
 }
 
@@ -365,7 +400,11 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         signing_alg => signing_alg, key_rotation_days => key_rotation_days, token_lifetime_secs => registry.default_token_lifetime_secs,
         max_key_age_days => registry.max_key_age_days, checkpoint_interval_secs => checkpoint_interval_secs,
         max_body_bytes => max_body_bytes, auth_failure_limit => auth_failure_limit, dpop_require_nonce => dpop_require_nonce,
-        cache_ttl_secs => cache_ttl_secs);
+        cache_ttl_secs => cache_ttl_secs, tls_san => pki.tls_san);
+    if a.insecure_http {
+        cfg.insecure_http = true;
+    }
+    crate::cmd_scan::apply_leak_settings(&mut cfg, a.leak_webhook_url.clone(), &a.leak_report_key)?;
     if a.database_url.is_some() {
         cfg.database_url = a.database_url.clone();
     }
@@ -554,6 +593,9 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
     if let Some(d) = f.require_dpop {
         m.insert("require_dpop".into(), json!(d));
     }
+    if !f.allowed_dns_names.is_empty() {
+        m.insert("allowed_dns_names".into(), json!(f.allowed_dns_names));
+    }
     Ok(m)
 }
 
@@ -666,7 +708,7 @@ fn emit_secret(c: &Client, created: &Value, out: Option<PathBuf>, json_out: bool
             client_secret: secret.to_owned(),
             issuer: c.server.clone(),
             token_endpoint: format!("{}/oauth2/token", c.server),
-            ca_bundle: None,
+            ca_bundle: c.ca_bundle.clone(),
         };
         write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
         let mut redacted = created.clone();
@@ -804,18 +846,19 @@ async fn token(
     a: TokenArgs,
     json_out: bool,
 ) -> Result<ExitCode> {
-    let (client_id, secret, endpoint) = match std::env::var("STEWARD_CLIENT_SECRET") {
+    let (client_id, secret, endpoint, bundle) = match std::env::var("STEWARD_CLIENT_SECRET") {
         Ok(secret) => {
             let id = a.client_id.clone().ok_or_else(|| {
                 anyhow!("--client-id (or STEWARD_CLIENT_ID) is required with STEWARD_CLIENT_SECRET")
             })?;
             let base = server
                 .clone()
-                .unwrap_or_else(|| "http://127.0.0.1:7443".into());
+                .unwrap_or_else(|| "https://127.0.0.1:7443".into());
             (
                 id,
                 secret,
                 format!("{}/oauth2/token", base.trim_end_matches('/')),
+                crate::client::ca_bundle(None)?,
             )
         }
         Err(_) => {
@@ -824,12 +867,11 @@ async fn token(
                 Some(s) => format!("{}/oauth2/token", s.trim_end_matches('/')),
                 None => f.token_endpoint.clone(),
             };
-            (f.client_id, f.client_secret, endpoint)
+            let bundle = crate::client::ca_bundle(f.ca_bundle.as_deref())?;
+            (f.client_id, f.client_secret, endpoint, bundle)
         }
     };
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()?;
+    let http = crate::client::http_client(bundle.as_deref(), None)?;
     let t = crate::client::fetch_token(
         &http,
         &endpoint,

@@ -3,6 +3,10 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod cmd_agent;
+mod cmd_cert;
+mod cmd_policy;
+mod cmd_scan;
 mod commands;
 mod output;
 

@@ -37,6 +37,8 @@ async fn serve(data: &Path, port: u16) -> Server {
         .args(["serve", "--data-dir"])
         .arg(data)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // These tests talk plain HTTP on loopback; HTTPS is covered by tests/agent.rs.
+        .arg("--insecure-http")
         .env("STEWARD_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)

@@ -95,7 +95,9 @@ impl AuditEvent {
     }
 
     /// The canonical bytes hashed into the log for record `seq`: compact JSON with a fixed field
-    /// order, times as integer microseconds, object keys sorted (serde_json's default map).
+    /// order, times as integer microseconds, and object keys in `details` sorted at every depth
+    /// by [`Sorted`], whatever map type serde_json was built with (a dependency may enable its
+    /// `preserve_order` feature; the hash must not depend on insertion order).
     pub fn canonical_bytes(&self, seq: u64) -> Vec<u8> {
         #[derive(Serialize)]
         struct Canon<'a> {
@@ -110,7 +112,7 @@ impl AuditEvent {
             reason: Option<&'a str>,
             request_id: Option<&'a str>,
             source: Option<&'a str>,
-            details: &'a serde_json::Value,
+            details: Sorted<'a>,
         }
         let c = Canon {
             v: 1,
@@ -124,9 +126,37 @@ impl AuditEvent {
             reason: self.reason.as_deref(),
             request_id: self.request_id.as_deref(),
             source: self.source.as_deref(),
-            details: &self.details,
+            details: Sorted(&self.details),
         };
         serde_json::to_vec(&c).unwrap_or_default()
+    }
+}
+
+/// Serializes a JSON value with object keys sorted at every depth.
+struct Sorted<'a>(&'a serde_json::Value);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut map = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    map.serialize_entry(k, &Sorted(&m[k]))?;
+                }
+                map.end()
+            }
+            serde_json::Value::Array(a) => {
+                let mut seq = s.serialize_seq(Some(a.len()))?;
+                for v in a {
+                    seq.serialize_element(&Sorted(v))?;
+                }
+                seq.end()
+            }
+            other => other.serialize(s),
+        }
     }
 }
 
@@ -191,6 +221,14 @@ mod tests {
             "{s}"
         );
         assert!(s.contains(r#""details":{"a":[1,2],"b":1}"#), "{s}");
+        // Nested objects are sorted too, whatever the insertion order.
+        let nested = AuditEvent::new(t, "system", "x", Outcome::Success)
+            .details(serde_json::json!({"z": {"y": 1, "x": [{"b": 0, "a": 0}]}, "m": null}));
+        let n = String::from_utf8(nested.canonical_bytes(1)).unwrap();
+        assert!(
+            n.contains(r#""details":{"m":null,"z":{"x":[{"a":0,"b":0}],"y":1}}"#),
+            "{n}"
+        );
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub struct Identity {
     pub updated_at: OffsetDateTime,
     /// Optimistic-concurrency version, bumped on every update.
     pub version: i64,
+    /// DNS names this identity may put in its certificates: exact names, or `*.suffix` for any
+    /// name one label below `suffix`.
+    #[serde(default)]
+    pub allowed_dns_names: Vec<String>,
 }
 
 /// The fields a caller supplies to create an identity.
@@ -163,6 +167,7 @@ pub struct NewIdentity {
     pub vendor: Option<String>,
     pub token_lifetime_secs: Option<u32>,
     pub require_dpop: bool,
+    pub allowed_dns_names: Vec<String>,
 }
 
 /// A partial update; `None` leaves a field as it is. Name, kind and environment are immutable
@@ -179,6 +184,7 @@ pub struct IdentityPatch {
     pub vendor: Option<String>,
     pub token_lifetime_secs: Option<Option<u32>>,
     pub require_dpop: Option<bool>,
+    pub allowed_dns_names: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -216,6 +222,7 @@ impl Identity {
         let labels = validate_labels(&req.labels)?;
         let vendor = validate_vendor(kind, req.vendor.as_deref())?;
         validate_token_lifetime(req.token_lifetime_secs, policy)?;
+        let allowed_dns_names = validate_dns_names(&req.allowed_dns_names)?;
         let status = if kind == IdentityKind::Integration {
             IdentityStatus::PendingApproval
         } else {
@@ -245,6 +252,7 @@ impl Identity {
             created_at: now,
             updated_at: now,
             version: 1,
+            allowed_dns_names,
         })
     }
 
@@ -398,6 +406,9 @@ impl Identity {
         if let Some(d) = patch.require_dpop {
             next.require_dpop = d;
         }
+        if let Some(d) = patch.allowed_dns_names {
+            next.allowed_dns_names = validate_dns_names(&d)?;
+        }
         next.updated_at = now;
         next.version += 1;
         *self = next;
@@ -411,6 +422,21 @@ impl Identity {
             .min(policy.max_token_lifetime_secs)
     }
 
+    /// May a certificate of this identity name `dns`? Exact entries match case-insensitively;
+    /// `*.suffix` matches exactly one label below `suffix`.
+    pub fn allows_dns_name(&self, dns: &str) -> bool {
+        let dns = dns.to_ascii_lowercase();
+        self.allowed_dns_names
+            .iter()
+            .any(|a| match a.strip_prefix("*.") {
+                Some(suffix) => dns
+                    .strip_suffix(suffix)
+                    .and_then(|h| h.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty() && !label.contains('.') && label != "*"),
+                None => *a == dns,
+            })
+    }
+
     /// The identity's SPIFFE ID: `spiffe://<trust-domain>/<environment>/<kind>/<name>`.
     pub fn spiffe_id(&self, trust_domain: &str) -> String {
         format!(
@@ -420,6 +446,44 @@ impl Identity {
             self.name
         )
     }
+}
+
+/// Allowed certificate DNS names: at most 32 lowercase host names (RFC 1123 labels), each
+/// optionally `*.`-prefixed; duplicates removed, sorted.
+pub fn validate_dns_names(names: &[String]) -> Result<Vec<String>, DomainError> {
+    if names.len() > 32 {
+        return Err(DomainError::invalid(
+            "allowed_dns_names",
+            "at most 32 names are allowed",
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        let lower = n.to_ascii_lowercase();
+        let host = lower.strip_prefix("*.").unwrap_or(&lower);
+        let ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            return Err(DomainError::invalid(
+                "allowed_dns_names",
+                format!(
+                    "{n:?} is not a DNS name (letters, digits, '-', dots; optionally '*.' first)"
+                ),
+            ));
+        }
+        if !out.contains(&lower) {
+            out.push(lower);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Identity names: 1–63 characters of `a-z 0-9 . _ -`, starting with a letter or digit.
@@ -799,5 +863,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, DomainError::OwnerDeparted(_)));
+    }
+
+    #[test]
+    fn allowed_dns_names_validate_and_match() {
+        let names = vec![
+            "API.internal".into(),
+            "*.svc.internal".into(),
+            "api.internal".into(),
+        ];
+        let v = validate_dns_names(&names).unwrap();
+        assert_eq!(v, vec!["*.svc.internal", "api.internal"]);
+        assert!(validate_dns_names(&["bad name".into()]).is_err());
+        assert!(validate_dns_names(&["-x.internal".into()]).is_err());
+        assert!(validate_dns_names(&["a..b".into()]).is_err());
+        let mut i = create(IdentityKind::Workload).unwrap();
+        i.allowed_dns_names = v;
+        assert!(i.allows_dns_name("api.internal"));
+        assert!(i.allows_dns_name("Pay.svc.internal"));
+        assert!(!i.allows_dns_name("a.b.svc.internal"));
+        assert!(!i.allows_dns_name("svc.internal"));
+        assert!(!i.allows_dns_name("evil.com"));
     }
 }

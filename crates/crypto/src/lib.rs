@@ -1,9 +1,10 @@
 //! Steward's cryptography: the only server-side crate that names crypto backends or JOSE details.
-//! Keys at rest, API-key hashing, JWS/JWT, JWK handling, DPoP proofs, the audit Merkle tree and signed notes.
+//! Keys at rest, API-key hashing, JWS/JWT, JWK handling, DPoP proofs, the audit Merkle tree and signed notes, X.509 and the CA.
 #![forbid(unsafe_code)]
 
 pub mod b64;
 pub mod dpop;
+pub mod ecdsa;
 pub mod error;
 pub mod jwk;
 pub mod jws;
@@ -12,6 +13,7 @@ pub mod merkle;
 pub mod note;
 pub mod rand;
 pub mod secret_hash;
+pub mod x509;
 
 pub use error::CryptoError;
 

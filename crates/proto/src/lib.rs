@@ -2,6 +2,8 @@
 //! Requests reject unknown fields; views are what the API returns. Every type carries an OpenAPI schema.
 #![forbid(unsafe_code)]
 
+pub mod authz;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -131,6 +133,9 @@ pub struct CreateIdentity {
     pub token_lifetime_secs: Option<u32>,
     #[serde(default)]
     pub require_dpop: bool,
+    /// DNS names this identity may put in its certificates (`*.suffix` allows one label below).
+    #[serde(default)]
+    pub allowed_dns_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -147,6 +152,7 @@ pub struct UpdateIdentity {
     pub vendor: Option<String>,
     pub token_lifetime_secs: Option<u32>,
     pub require_dpop: Option<bool>,
+    pub allowed_dns_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -178,6 +184,9 @@ pub struct IdentityView {
     pub spiffe_id: String,
     pub token_lifetime_secs: u32,
     pub require_dpop: bool,
+    /// DNS names this identity may put in its certificates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_dns_names: Vec<String>,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -212,6 +221,7 @@ impl IdentityView {
             spiffe_id: i.spiffe_id(trust_domain),
             token_lifetime_secs,
             require_dpop: i.require_dpop,
+            allowed_dns_names: i.allowed_dns_names.clone(),
             created_by: i.created_by.clone(),
             approved_by: i.approved_by.clone(),
             created_at: i.created_at,
@@ -463,4 +473,151 @@ pub struct Health {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+// ---------------------------------------------------------------- certificates and mutual TLS
+
+/// `POST /v1/certificates`: a PKCS#10 CSR from the authenticated identity.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueCertificate {
+    /// The CSR, PEM (`CERTIFICATE REQUEST`) or base64 DER. Its URI SAN, if any, must be the
+    /// identity's SPIFFE ID; its DNS SANs must be in the identity's `allowed_dns_names`.
+    pub csr: String,
+    /// Lifetime in seconds (default 1 hour, at most 24 hours, never past the identity's expiry).
+    #[serde(default)]
+    pub ttl_secs: Option<u32>,
+    /// Also make the certificate usable by a TLS server (`serverAuth`), when the identity may.
+    #[serde(default)]
+    pub server_auth: bool,
+}
+
+/// An issued workload certificate (an X.509 SVID).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct IssuedCertificate {
+    /// Lower-case hex serial number.
+    pub serial: String,
+    pub identity_id: Uuid,
+    pub spiffe_id: String,
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    pub server_auth: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// The leaf certificate, PEM.
+    pub certificate: String,
+    /// The intermediate CA certificates, PEM, issuer first.
+    pub chain: String,
+    /// `certificate` followed by `chain`: what a TLS client or server presents.
+    pub full_chain: String,
+    /// The CA certificates to trust (PEM), as served by `GET /v1/trust-bundle`.
+    pub trust_bundle: String,
+}
+
+/// `POST /v1/certificates/revoke`: puts a serial on the deny-list until the certificate expires.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeCertificate {
+    /// Hex serial (colons allowed). Give this or `certificate`.
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// The certificate itself (PEM): serial and expiry are read from it.
+    #[serde(default)]
+    pub certificate: Option<String>,
+    /// When the certificate expires (default: now + the longest certificate lifetime).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub not_after: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RevokedCertificateView {
+    pub serial: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub revoked_at: OffsetDateTime,
+    /// The entry leaves the deny-list (and the CRL) at this instant.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/ca/rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateCa {
+    /// Seconds the new issuing CA is published before it signs (default: `pki.ca_rollover_notice_secs`).
+    #[serde(default)]
+    pub activate_in_secs: Option<u64>,
+}
+
+/// A CA certificate of this deployment.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CaView {
+    pub id: String,
+    /// `root` or `issuing`.
+    pub role: String,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// Issuing CAs sign from this instant on.
+    #[serde(with = "time::serde::rfc3339")]
+    pub activates_at: OffsetDateTime,
+    /// This issuing CA signs new certificates now.
+    pub active: bool,
+    pub imported: bool,
+    pub certificate: String,
+}
+
+/// `POST /v1/device-cas`: an external CA whose certificates devices present.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeviceCa {
+    pub name: String,
+    /// The CA certificate, PEM.
+    pub certificate: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceCaView {
+    pub id: Uuid,
+    pub name: String,
+    pub subject: String,
+    /// base64url SHA-256 of the DER certificate.
+    pub fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
+}
+
+/// `POST /v1/device-cas/{id}/rules`: certificates of the device CA whose `field` matches
+/// `pattern` authenticate as `identity`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeviceRule {
+    /// `subject_cn`, `subject`, `san_dns` or `san_uri`.
+    pub field: String,
+    /// Glob: `*` matches any run of characters.
+    pub pattern: String,
+    /// Identity id.
+    pub identity: Uuid,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRuleView {
+    pub id: Uuid,
+    pub device_ca: Uuid,
+    pub field: String,
+    pub pattern: String,
+    pub identity: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: String,
 }

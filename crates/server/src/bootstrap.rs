@@ -1,5 +1,5 @@
 //! First start and every start: master key, store identity checks, signing keys, audit note key,
-//! and — on an empty store — the bootstrap owner, admin identity and its credentials file.
+//! the CA, and — on an empty store — the bootstrap owner, admin identity and its credentials file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,6 +99,7 @@ pub async fn bootstrap(
         overlap: Duration::seconds(i64::from(config.registry.max_token_lifetime_secs) + 120),
     };
     crate::keys::ensure_schedule(store, &master, schedule, now).await?;
+    let ca_bundle = crate::pki::ensure_ca(config, store, &master, now).await?;
 
     let note_name = format!("steward-{}", config.trust_domain);
     let sealed = setting_once(store, "audit_note_key", || {
@@ -118,7 +119,7 @@ pub async fn bootstrap(
 
     let (admin_identity, credentials_file) = match store.get_setting("admin_identity").await? {
         Some(id) => (Uuid::parse_str(&id).ok(), None),
-        None => create_admin(config, store, &master, now).await?,
+        None => create_admin(config, store, &master, now, &ca_bundle).await?,
     };
     Ok(Bootstrapped {
         master,
@@ -135,6 +136,7 @@ async fn create_admin(
     store: &dyn Store,
     master: &MasterKey,
     now: OffsetDateTime,
+    ca_bundle: &str,
 ) -> Result<(Option<Uuid>, Option<PathBuf>), ServiceError> {
     let owner = Owner::new(
         Uuid::now_v7(),
@@ -202,7 +204,7 @@ async fn create_admin(
         client_secret: key.expose_secret().to_owned(),
         issuer: issuer.clone(),
         token_endpoint: format!("{issuer}/oauth2/token"),
-        ca_bundle: None,
+        ca_bundle: Some(ca_bundle.to_owned()),
     };
     let final_path = config.data_dir.join(ADMIN_CREDENTIALS_FILE);
     let tmp_path = config

@@ -47,6 +47,16 @@ pub struct ServerConfig {
     pub admin_contact: String,
     /// Limits for identities, credentials and tokens.
     pub registry: RegistryPolicy,
+    /// Authorization: the resource types and actions policies talk about, and each action's scopes.
+    pub authz: steward_policy::SchemaConfig,
+    /// Serve plain HTTP instead of HTTPS (only allowed on a loopback address).
+    pub insecure_http: bool,
+    /// The built-in CA, workload certificates and mutual TLS.
+    pub pki: crate::pki::PkiConfig,
+    /// Webhook (POST JSON) told when a leaked key is revoked; the payload holds no secret.
+    pub leak_webhook_url: Option<String>,
+    /// ECDSA P-256 public keys that may sign leak reports (`POST /v1/leaks`), by key id.
+    pub leak_report_keys: Vec<crate::service::leaks::LeakReportKey>,
 }
 
 impl Default for ServerConfig {
@@ -69,6 +79,11 @@ impl Default for ServerConfig {
             cache_ttl_secs: 0,
             admin_contact: "#steward-operators".into(),
             registry: RegistryPolicy::default(),
+            authz: steward_policy::SchemaConfig::default(),
+            insecure_http: false,
+            pki: crate::pki::PkiConfig::default(),
+            leak_webhook_url: None,
+            leak_report_keys: Vec::new(),
         }
     }
 }
@@ -78,9 +93,14 @@ impl ServerConfig {
     pub fn issuer(&self) -> String {
         self.issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{}://{}", self.scheme(), self.listen))
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// `https`, or `http` when `insecure_http` is set.
+    pub fn scheme(&self) -> &'static str {
+        if self.insecure_http { "http" } else { "https" }
     }
 
     /// The database URL actually used: PostgreSQL when configured, else SQLite in the data dir.
@@ -92,6 +112,17 @@ impl ServerConfig {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if self.insecure_http && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "insecure_http serves plain HTTP and is only allowed on a loopback address, not {}",
+                self.listen
+            ));
+        }
+        self.pki.validate()?;
+        crate::service::leaks::validate_config(
+            &self.leak_report_keys,
+            self.leak_webhook_url.as_deref(),
+        )?;
         if self.trust_domain.is_empty()
             || !self
                 .trust_domain

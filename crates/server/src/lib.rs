@@ -10,9 +10,11 @@ pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod pki;
 pub mod ratelimit;
 pub mod service;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,8 +52,9 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// `https://ADDR`, or `http://ADDR` with `insecure_http`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.state.config.scheme(), self.addr)
     }
 
     /// Stops accepting connections, finishes in-flight requests, flushes usage, and returns.
@@ -148,8 +151,11 @@ pub async fn start(
         overlap: time::Duration::seconds(i64::from(config.registry.max_token_lifetime_secs) + 120),
     };
     let ring = keys::load_ring(store.as_ref(), &boot.master, clock.now()).await?;
+    let pki_snapshot = pki::load_snapshot(store.as_ref(), &boot.master, clock.now()).await?;
     let issuer = config.issuer();
     let ttl = Inner::cache_ttl(&config);
+    let authz = service::authz::AuthzCache::new(&config.authz, ttl)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let inner = Inner {
         token_endpoint: format!("{issuer}/oauth2/token"),
         audit_origin: format!("steward/{}/audit", config.trust_domain),
@@ -172,22 +178,40 @@ pub async fn start(
         metrics: metrics_handle(),
         ready: AtomicBool::new(true),
         bootstrap_admin: boot.admin_identity,
+        authz,
+        pki: pki::PkiState::new(pki_snapshot),
+        leak_notifier: service::leaks::Notifier::spawn(config.leak_webhook_url.clone()),
         config,
     };
     let state = AppState(Arc::new(inner));
+    if !state.config.insecure_http {
+        state.renew_server_key(true).await?;
+    }
+    pki::write_bundle_file(&state.config, &state.pki.snapshot().bundle_pem);
     let mut jobs = jobs::spawn_all(&state, schedule);
     if let Some(rx) = state.store.subscribe() {
         jobs.push(jobs::spawn_invalidator(state.clone(), rx));
     }
-    let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    jobs.push(pki::spawn_upkeep(&state));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let serve = if state.config.insecure_http {
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        })
+    } else {
+        // HTTPS with optional client certificates: our own accept loop (see `tls.rs`).
+        tokio::spawn(tls::serve(
+            listener,
+            http::router(state.clone()),
+            state.clone(),
+            rx,
+        ))
+    };
     tracing::info!(%addr, backend = state.store.backend(), issuer = %state.issuer, "steward is serving");
     Ok(RunningServer {
         addr,

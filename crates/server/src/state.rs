@@ -53,6 +53,12 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     pub ready: AtomicBool,
     pub bootstrap_admin: Option<Uuid>,
+    /// The compiled authorization policy set (see `service::authz`).
+    pub authz: crate::service::authz::AuthzCache,
+    /// The CA, trust anchors, deny-list and the server's TLS key (see `pki`).
+    pub pki: crate::pki::PkiState,
+    /// Owner notifications about revoked leaked keys (see `service::leaks`).
+    pub leak_notifier: crate::service::leaks::Notifier,
 }
 
 impl Inner {

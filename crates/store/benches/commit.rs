@@ -240,6 +240,7 @@ fn bench_identity(owner_id: Uuid, n: usize) -> Identity {
         created_at: now,
         updated_at: now,
         version: 1,
+        allowed_dns_names: vec![],
     }
 }
 

@@ -200,6 +200,8 @@ pub(crate) trait Dialect: Send + Sync + 'static {
     /// Statement that publishes a [`crate::Notice`] payload to other processes on commit, if the
     /// backend can be shared between processes.
     const NOTIFY: Option<&'static str>;
+    /// The backend's authorization statements (policies, exceptions; see `authz.rs`).
+    const AUTHZ_SQL: &'static crate::authz::AuthzStatements;
 
     /// Appends the placeholder for the `n`th (1-based) argument.
     fn placeholder(sql: &mut String, n: usize);
@@ -308,7 +310,7 @@ macro_rules! identity_columns {
     () => {
         "id, name, kind, owner_id, purpose, environment, expires_at, scopes, default_scopes, audiences, \
          labels, vendor, status, status_reason, token_lifetime_secs, require_dpop, tokens_revoked_before, \
-         created_by, approved_by, approved_at, created_at, updated_at, version"
+         created_by, approved_by, approved_at, created_at, updated_at, version, allowed_dns_names"
     };
 }
 macro_rules! credential_columns {

@@ -464,6 +464,40 @@ impl<D: Dialect> Store for SqlStore<D> {
         self.one(Stmt::new(D::SQL.latest_checkpoint), rows::checkpoint::<D>)
             .await
     }
+
+    async fn policy_state_version(&self) -> Result<i64, StoreError> {
+        crate::authz::head_version::<D>(&mut *self.conn().await?).await
+    }
+
+    async fn current_policies(&self) -> Result<Vec<crate::PolicyRecord>, StoreError> {
+        crate::authz::current_policies::<D>(&mut *self.conn().await?).await
+    }
+
+    async fn policy_history(&self, id: &str) -> Result<Vec<crate::PolicyRecord>, StoreError> {
+        crate::authz::policy_history::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_exceptions(
+        &self,
+        q: &crate::ExceptionQuery,
+    ) -> Result<Vec<crate::ExceptionRecord>, StoreError> {
+        crate::authz::list_exceptions::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn list_pki_objects(&self, kind: &str) -> Result<Vec<crate::PkiObject>, StoreError> {
+        crate::pki::list::<D>(&mut *self.conn().await?, kind).await
+    }
+
+    async fn get_finding(&self, id: Uuid) -> Result<Option<crate::FindingRecord>, StoreError> {
+        crate::findings::get::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_findings(
+        &self,
+        q: &crate::FindingQuery,
+    ) -> Result<Page<crate::FindingRecord>, StoreError> {
+        crate::findings::list::<D>(&mut *self.conn().await?, q).await
+    }
 }
 
 #[cfg(test)]

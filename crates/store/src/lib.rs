@@ -11,16 +11,22 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod authz;
 mod dialect;
 mod engine;
+mod findings;
 mod migrate;
 mod ops;
+mod pki;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod types;
 mod writer;
 
+pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
+pub use findings::{FindingQuery, FindingRecord, FindingStatus};
+pub use pki::PkiObject;
 pub use types::*;
 
 /// Opens the store named by `url`: `sqlite://PATH` or `sqlite:PATH` (a file, created if missing),
@@ -148,11 +154,25 @@ pub trait Store: Send + Sync + 'static {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Notice>> {
         None
     }
-}
 
-/// A source of [`Notice`]s, implemented by backends that can be shared between processes.
-pub(crate) trait NoticeSource: Send + Sync {
-    fn subscribe(self: std::sync::Arc<Self>) -> tokio::sync::broadcast::Receiver<Notice>;
+    // ---- authorization (policies and guard-rail exceptions) ----
+    /// Version of the authorization state, bumped by every policy or exception change.
+    async fn policy_state_version(&self) -> Result<i64, StoreError>;
+    /// The latest version of every policy that is not deleted, by id.
+    async fn current_policies(&self) -> Result<Vec<PolicyRecord>, StoreError>;
+    /// Every stored version of one policy, oldest first (empty when unknown).
+    async fn policy_history(&self, id: &str) -> Result<Vec<PolicyRecord>, StoreError>;
+    async fn list_exceptions(&self, q: &ExceptionQuery)
+    -> Result<Vec<ExceptionRecord>, StoreError>;
+
+    // ---- PKI (CA certificates, device CAs and rules, the certificate deny-list) ----
+    /// Every PKI record of `kind`, oldest first, expired ones included.
+    async fn list_pki_objects(&self, kind: &str) -> Result<Vec<PkiObject>, StoreError>;
+
+    // ---- findings (leaked secrets, governance) ----
+    async fn get_finding(&self, id: Uuid) -> Result<Option<FindingRecord>, StoreError>;
+    /// Findings matching `q`, in id (creation) order, cursor-paginated.
+    async fn list_findings(&self, q: &FindingQuery) -> Result<Page<FindingRecord>, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -209,4 +229,9 @@ pub struct AuditQuery {
     pub after_seq: Option<u64>,
     /// Page size: 0 means 100, and at most 1000 are returned.
     pub limit: u32,
+}
+
+/// A source of [`Notice`]s, implemented by backends that can be shared between processes.
+pub(crate) trait NoticeSource: Send + Sync {
+    fn subscribe(self: std::sync::Arc<Self>) -> tokio::sync::broadcast::Receiver<Notice>;
 }

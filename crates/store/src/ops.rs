@@ -108,7 +108,8 @@ fn identity_fields<'a>(s: Stmt<'a>, i: &'a Identity) -> Result<Stmt<'a>, StoreEr
         .opt_time(i.approved_at)
         .time(i.created_at)
         .time(i.updated_at)
-        .int(i.version))
+        .int(i.version)
+        .owned_text(to_json("allowed_dns_names", &i.allowed_dns_names)?))
 }
 
 fn credential_fields<'a>(s: Stmt<'a>, c: &'a Credential) -> Result<Stmt<'a>, StoreError> {
@@ -335,6 +336,15 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
                 .time(c.created_at);
             D::exec(conn, stmt).await.map_err(db_error::<D>)?;
         }
+        Mutation::InsertPolicyVersion(_) | Mutation::InsertException(_) => {
+            crate::authz::apply::<D>(conn, m).await?;
+        }
+        Mutation::PutPkiObject(_)
+        | Mutation::InsertPkiObject(_)
+        | Mutation::DeletePkiObject { .. } => crate::pki::apply::<D>(conn, m).await?,
+        Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
+            crate::findings::apply::<D>(conn, m).await?
+        }
     }
     Ok(())
 }
@@ -393,6 +403,15 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
                 check_text("setting value", value)?;
             }
             Mutation::PutCheckpoint(c) => check_text("checkpoint note", &c.note)?,
+            Mutation::InsertPolicyVersion(_) | Mutation::InsertException(_) => {
+                crate::authz::check_text_of(m)?
+            }
+            Mutation::PutPkiObject(_)
+            | Mutation::InsertPkiObject(_)
+            | Mutation::DeletePkiObject { .. } => crate::pki::check_text_of(m)?,
+            Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
+                crate::findings::check_text_of(m)?
+            }
             Mutation::TouchCredential { .. } => {}
         }
     }

@@ -126,11 +126,29 @@ impl Dialect for PgDialect {
     const ILIKE: &'static str = "ILIKE";
     const NOTIFY: Option<&'static str> = Some("SELECT pg_notify('steward_changes', $1)");
     const SQL: &'static Statements = &STATEMENTS;
-    const MIGRATIONS: &'static [Migration] = &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../migrations/postgres/0001_init.sql"),
-    }];
+    const AUTHZ_SQL: &'static crate::authz::AuthzStatements = &crate::authz::POSTGRES;
+    const MIGRATIONS: &'static [Migration] = &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../migrations/postgres/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "pki",
+            sql: include_str!("../migrations/postgres/0002_pki.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "policies",
+            sql: include_str!("../migrations/postgres/0003_policies.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "leaks",
+            sql: include_str!("../migrations/postgres/0004_leaks.sql"),
+        },
+    ];
 
     fn placeholder(sql: &mut String, n: usize) {
         sql.push('$');
@@ -216,14 +234,14 @@ static STATEMENTS: Statements = Statements {
         "INSERT INTO identities (",
         identity_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23)"
+         $21, $22, $23, $24)"
     ),
     update_identity: "UPDATE identities SET name = $1, kind = $2, owner_id = $3, purpose = $4, environment = $5, \
                       expires_at = $6, scopes = $7, default_scopes = $8, audiences = $9, labels = $10, \
                       vendor = $11, status = $12, status_reason = $13, token_lifetime_secs = $14, \
                       require_dpop = $15, tokens_revoked_before = $16, created_by = $17, approved_by = $18, \
-                      approved_at = $19, created_at = $20, updated_at = $21, version = $22 \
-                      WHERE id = $23 AND version = $24",
+                      approved_at = $19, created_at = $20, updated_at = $21, version = $22, \
+                      allowed_dns_names = $23 WHERE id = $24 AND version = $25",
     identity_version: "SELECT version FROM identities WHERE id = $1",
     get_identity: concat!(
         "SELECT ",

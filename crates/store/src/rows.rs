@@ -176,6 +176,7 @@ pub(crate) fn identity<D: Dialect>(row: &Row<D>) -> Result<Identity, StoreError>
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
         version: c.int("version")?,
+        allowed_dns_names: c.json("allowed_dns_names")?,
     })
 }
 

@@ -183,11 +183,29 @@ impl Dialect for SqliteDialect {
     const ILIKE: &'static str = "LIKE";
     const NOTIFY: Option<&'static str> = None;
     const SQL: &'static Statements = &STATEMENTS;
-    const MIGRATIONS: &'static [Migration] = &[Migration {
-        version: 1,
-        name: "init",
-        sql: include_str!("../migrations/sqlite/0001_init.sql"),
-    }];
+    const AUTHZ_SQL: &'static crate::authz::AuthzStatements = &crate::authz::SQLITE;
+    const MIGRATIONS: &'static [Migration] = &[
+        Migration {
+            version: 1,
+            name: "init",
+            sql: include_str!("../migrations/sqlite/0001_init.sql"),
+        },
+        Migration {
+            version: 2,
+            name: "pki",
+            sql: include_str!("../migrations/sqlite/0002_pki.sql"),
+        },
+        Migration {
+            version: 3,
+            name: "policies",
+            sql: include_str!("../migrations/sqlite/0003_policies.sql"),
+        },
+        Migration {
+            version: 4,
+            name: "leaks",
+            sql: include_str!("../migrations/sqlite/0004_leaks.sql"),
+        },
+    ];
 
     fn placeholder(sql: &mut String, _n: usize) {
         sql.push('?');
@@ -289,13 +307,13 @@ static STATEMENTS: Statements = Statements {
     insert_identity: concat!(
         "INSERT INTO identities (",
         identity_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     update_identity: "UPDATE identities SET name = ?, kind = ?, owner_id = ?, purpose = ?, environment = ?, \
                       expires_at = ?, scopes = ?, default_scopes = ?, audiences = ?, labels = ?, vendor = ?, \
                       status = ?, status_reason = ?, token_lifetime_secs = ?, require_dpop = ?, \
                       tokens_revoked_before = ?, created_by = ?, approved_by = ?, approved_at = ?, created_at = ?, \
-                      updated_at = ?, version = ? WHERE id = ? AND version = ?",
+                      updated_at = ?, version = ?, allowed_dns_names = ? WHERE id = ? AND version = ?",
     identity_version: "SELECT version FROM identities WHERE id = ?",
     get_identity: concat!(
         "SELECT ",

@@ -83,6 +83,27 @@ pub enum Mutation {
         value: String,
     },
     PutCheckpoint(CheckpointRecord),
+    /// Appends a policy version; `Stale` when that (id, version) exists (a concurrent change).
+    /// Bumps the policy-state head.
+    InsertPolicyVersion(crate::PolicyRecord),
+    /// Records an approved guard-rail exception. Bumps the policy-state head.
+    InsertException(crate::ExceptionRecord),
+    /// Inserts or replaces a PKI record (see `pki.rs`).
+    PutPkiObject(crate::PkiObject),
+    /// Inserts a PKI record; fails with `Conflict` when (kind, id) exists.
+    InsertPkiObject(crate::PkiObject),
+    /// Deletes a PKI record; no error when it does not exist.
+    DeletePkiObject {
+        kind: String,
+        id: String,
+    },
+    /// Raises a finding; `Conflict` when an open finding with the same dedup_key exists.
+    InsertFinding(crate::FindingRecord),
+    /// Updates a finding (last seen, evidence, status); `Stale` unless the version matches.
+    UpdateFinding {
+        finding: crate::FindingRecord,
+        expected_version: i64,
+    },
 }
 
 /// A token-signing key, private half encrypted under the master key.

@@ -11,6 +11,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 
 static BATCHES: AtomicU64 = AtomicU64::new(0);
 static BATCHED_JOBS: AtomicU64 = AtomicU64::new(0);
+static BATCH_MICROS: AtomicU64 = AtomicU64::new(0);
 static WARNINGS: AtomicU64 = AtomicU64::new(0);
 /// Warnings and errors printed to stderr before the rest are only counted.
 const MAX_PRINTED: u64 = 20;
@@ -22,6 +23,8 @@ pub struct Commits {
     pub batches: u64,
     /// Queued writes (changes, claims, purges) those transactions carried.
     pub jobs: u64,
+    /// Time the writer spent running those transactions (BEGIN to COMMIT), in microseconds.
+    pub micros: u64,
 }
 
 impl Commits {
@@ -29,6 +32,7 @@ impl Commits {
         Self {
             batches: BATCHES.load(Ordering::Relaxed),
             jobs: BATCHED_JOBS.load(Ordering::Relaxed),
+            micros: BATCH_MICROS.load(Ordering::Relaxed),
         }
     }
 
@@ -36,6 +40,7 @@ impl Commits {
         Commits {
             batches: self.batches.saturating_sub(earlier.batches),
             jobs: self.jobs.saturating_sub(earlier.jobs),
+            micros: self.micros.saturating_sub(earlier.micros),
         }
     }
 }
@@ -53,20 +58,25 @@ struct Probe;
 struct Fields {
     group_commit: bool,
     batch: Option<u64>,
+    elapsed_us: Option<u64>,
     text: String,
 }
 
 impl Visit for Fields {
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == "batch" {
-            self.batch = Some(value);
+        match field.name() {
+            "batch" => self.batch = Some(value),
+            "elapsed_us" => self.elapsed_us = Some(value),
+            _ => {}
         }
         let _ = write!(self.text, " {}={value}", field.name());
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if field.name() == "batch" {
-            self.batch = u64::try_from(value).ok();
+        match field.name() {
+            "batch" => self.batch = u64::try_from(value).ok(),
+            "elapsed_us" => self.elapsed_us = u64::try_from(value).ok(),
+            _ => {}
         }
         let _ = write!(self.text, " {}={value}", field.name());
     }
@@ -118,6 +128,7 @@ impl Subscriber for Probe {
         } else if f.group_commit {
             BATCHES.fetch_add(1, Ordering::Relaxed);
             BATCHED_JOBS.fetch_add(f.batch.unwrap_or(0), Ordering::Relaxed);
+            BATCH_MICROS.fetch_add(f.elapsed_us.unwrap_or(0), Ordering::Relaxed);
         }
     }
 

@@ -38,6 +38,10 @@ pub fn request_ctx(parts: &Parts) -> Ctx {
         actor: "anonymous".into(),
         request_id: Some(request_id),
         source,
+        client_cert: parts
+            .extensions
+            .get::<std::sync::Arc<crate::tls::PeerCert>>()
+            .cloned(),
     }
 }
 
@@ -132,6 +136,22 @@ impl FromRequestParts<AppState> for Principal {
                 ));
             }
             (None, false) => {}
+        }
+        // RFC 8705 §3: a certificate-bound token is only good with the certificate it is bound to.
+        if let Some(x5t) = verified
+            .claims
+            .cnf
+            .as_ref()
+            .and_then(|c| c.x5t_s256.as_ref())
+        {
+            let same = ctx.client_cert.as_ref().is_some_and(|c| {
+                steward_crypto::constant_time_eq(c.x5t_s256.as_bytes(), x5t.as_bytes())
+            });
+            if !same {
+                return Err(ApiError::unauthorized(
+                    "certificate-bound token: present it over mutual TLS with the client certificate it is bound to",
+                ));
+            }
         }
         ctx.actor = verified.claims.sub.clone();
         let scopes = verified

@@ -2,7 +2,10 @@
 //! Handlers stay thin; request ids and principals come from extractors in `extract`.
 
 pub mod admin;
+pub mod authz;
+pub mod certs;
 pub mod extract;
+pub mod leaks;
 pub mod meta;
 pub mod oauth;
 
@@ -27,6 +30,13 @@ use crate::state::AppState;
         admin::create_credential, admin::list_credentials, admin::revoke_credential, admin::rotate_credential,
         admin::list_audit, admin::get_checkpoint, admin::get_proof,
         oauth::token, oauth::introspect, oauth::revoke,
+        leaks::report,
+        authz::list_policies, authz::create_policy, authz::get_schema, authz::get_policy, authz::policy_versions,
+        authz::update_policy, authz::delete_policy, authz::authorize, authz::what_if,
+        authz::create_exception, authz::list_exceptions,
+        certs::issue, certs::trust_bundle, certs::crl, certs::revoke, certs::list_cas, certs::rotate_ca,
+        certs::create_device_ca, certs::list_device_cas, certs::delete_device_ca,
+        certs::create_device_rule, certs::list_device_rules, certs::delete_device_rule,
     ),
     components(schemas(steward_proto::ErrorBody, steward_proto::OAuthErrorBody)),
     modifiers(&BearerAuth),
@@ -87,9 +97,47 @@ pub fn router(state: AppState) -> Router {
             "/v1/identities/{id}/credentials/{cid}/rotate",
             post(admin::rotate_credential),
         )
+        .route(
+            "/v1/policies",
+            post(authz::create_policy).get(authz::list_policies),
+        )
+        .route("/v1/policies/schema", get(authz::get_schema))
+        .route(
+            "/v1/policies/{id}",
+            get(authz::get_policy)
+                .put(authz::update_policy)
+                .delete(authz::delete_policy),
+        )
+        .route("/v1/policies/{id}/versions", get(authz::policy_versions))
+        .route("/v1/authorize", post(authz::authorize))
+        .route("/v1/authorize/what-if", post(authz::what_if))
+        .route(
+            "/v1/exceptions",
+            post(authz::create_exception).get(authz::list_exceptions),
+        )
         .route("/v1/audit", get(admin::list_audit))
+        .route("/v1/leaks", post(leaks::report))
         .route("/v1/audit/checkpoint", get(admin::get_checkpoint))
         .route("/v1/audit/proof/{seq}", get(admin::get_proof))
+        .route("/v1/certificates", post(certs::issue))
+        .route("/v1/certificates/revoke", post(certs::revoke))
+        .route("/v1/trust-bundle", get(certs::trust_bundle))
+        .route("/v1/crl", get(certs::crl))
+        .route("/v1/ca", get(certs::list_cas))
+        .route("/v1/ca/rotate", post(certs::rotate_ca))
+        .route(
+            "/v1/device-cas",
+            post(certs::create_device_ca).get(certs::list_device_cas),
+        )
+        .route("/v1/device-cas/{id}", delete(certs::delete_device_ca))
+        .route(
+            "/v1/device-cas/{id}/rules",
+            post(certs::create_device_rule).get(certs::list_device_rules),
+        )
+        .route(
+            "/v1/device-cas/{id}/rules/{rule}",
+            delete(certs::delete_device_rule),
+        )
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))

@@ -1,6 +1,9 @@
 //! The service layer: every use case of Steward as a method over [`crate::state::Inner`].
 //! HTTP, the console and background jobs all call these; each write is one atomic `Change` with its audit.
 
+pub mod authz;
+pub mod certs;
+pub mod leaks;
 pub mod registry;
 pub mod tokens;
 
@@ -13,6 +16,8 @@ pub struct Ctx {
     pub actor: String,
     pub request_id: Option<String>,
     pub source: Option<String>,
+    /// The verified client certificate of the connection, if one was presented (mutual TLS).
+    pub client_cert: Option<std::sync::Arc<crate::tls::PeerCert>>,
 }
 
 impl Ctx {
@@ -21,6 +26,7 @@ impl Ctx {
             actor: "system".into(),
             request_id: None,
             source: None,
+            client_cert: None,
         }
     }
 

@@ -257,6 +257,7 @@ impl Inner {
             vendor: req.vendor,
             token_lifetime_secs: req.token_lifetime_secs,
             require_dpop: req.require_dpop,
+            allowed_dns_names: req.allowed_dns_names,
         };
         let identity = Identity::create(
             Uuid::now_v7(),
@@ -328,6 +329,7 @@ impl Inner {
             vendor: req.vendor,
             token_lifetime_secs: req.token_lifetime_secs.map(Some),
             require_dpop: req.require_dpop,
+            allowed_dns_names: req.allowed_dns_names,
         };
         identity.apply_patch(patch, new_owner.as_ref(), &self.config.registry, now)?;
         let event = ctx

@@ -122,6 +122,8 @@ pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
     PrivateKeyJwt,
+    /// RFC 8705 §2.1 PKI mutual TLS (see `service::certs`).
+    TlsClientAuth,
 }
 
 impl AuthMethod {
@@ -130,6 +132,7 @@ impl AuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
         }
     }
 }
@@ -315,6 +318,9 @@ impl Inner {
             ));
         }
         if methods == 0 {
+            if ctx.client_cert.is_some() {
+                return self.authenticate_tls_client(form, ctx, action).await;
+            }
             return Err(self
                 .auth_failure(ctx, action, None, "no client authentication")
                 .await);
@@ -720,11 +726,8 @@ impl Inner {
             scope: scope::join_scopes(&scopes),
             env: identity.environment.clone(),
             kind: identity.kind.as_str().to_owned(),
-            credential_id: Some(client.credential_id),
-            cnf: jkt.clone().map(|j| Confirmation {
-                jkt: Some(j),
-                x5t_s256: None,
-            }),
+            credential_id: super::certs::credential_claim(client),
+            cnf: super::certs::confirmation(jkt.clone(), client, ctx),
         };
         let ring = self.ring();
         let token = ring.signer.sign_jwt("at+jwt", &claims).map_err(|_| {

@@ -61,6 +61,8 @@ impl TestServer {
         let mut cfg = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().expect("addr"),
+            // Plain HTTP on loopback unless a test opts into HTTPS (the certs tests do).
+            insecure_http: true,
             ..Default::default()
         };
         let pg = if postgres_backend() {
@@ -88,6 +90,18 @@ impl TestServer {
         let creds: Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("read creds"))
                 .expect("json");
+        let http = if server.state.config.insecure_http {
+            reqwest::Client::new()
+        } else {
+            // HTTPS: trust exactly the server's own CA bundle.
+            let bundle = server.state.trust_bundle_pem();
+            reqwest::Client::builder()
+                .tls_certs_only(
+                    reqwest::Certificate::from_pem_bundle(bundle.as_bytes()).expect("bundle"),
+                )
+                .build()
+                .expect("https client")
+        };
         Self {
             base: server.base_url(),
             admin_id: creds["client_id"].as_str().expect("client_id").to_owned(),
@@ -97,7 +111,7 @@ impl TestServer {
                 .to_owned(),
             server,
             pg_database: pg,
-            http: reqwest::Client::new(),
+            http,
             clock,
             dir,
         }

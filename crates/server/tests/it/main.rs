@@ -3,7 +3,10 @@
 // In tests a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod authz;
+mod certs;
 mod harness;
+mod leaks;
 mod multi_node;
 mod oauth_errors;
 mod oauth_interop;

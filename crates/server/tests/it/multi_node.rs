@@ -67,6 +67,8 @@ async fn changes_on_one_node_take_effect_on_the_other_within_a_second() {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: Some(url.clone()),
             issuer: Some(ISSUER.into()),
+            // Plain HTTP on loopback, like node A in the harness: this test is about the cache.
+            insecure_http: true,
             ..Default::default()
         },
         steward_server::StartOptions {

@@ -8,10 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit;
+mod authz;
 mod commits;
+mod findings;
 mod lists;
 mod misc;
 mod opening;
+mod pki;
 mod records;
 mod support;
 
@@ -48,6 +51,10 @@ conformance! {
         audit::audit_filters,
         audit::audit_pagination,
         audit::audit_range_and_leaf_hashes,
+        findings::findings_round_trip_and_dedup,
+        pki::pki_objects_round_trip,
+        authz::policy_versions_and_head,
+        authz::exceptions,
     }
     databases {
         commits::two_instances_share_one_log,

@@ -284,6 +284,7 @@ pub fn identity(owner: &Owner, name: &str, environment: &str) -> Identity {
         created_at: T0,
         updated_at: T0,
         version: 1,
+        allowed_dns_names: vec!["payments.internal".into(), "*.payments.internal".into()],
     }
 }
 
