@@ -570,14 +570,7 @@ impl Inner {
             .event(now, "ca.rotate", Outcome::Success)
             .target(format!("ca:{id}"))
             .details(json!({"ca": id, "activates_at": rfc3339(activates_at)}));
-        self.store
-            .commit(
-                Change::new()
-                    .with(Mutation::InsertPkiObject(obj))
-                    .audit(event),
-            )
-            .await?;
-        self.reload_pki().await?;
+        self.insert_pki_object(obj, event).await?;
         self.list_cas()
             .into_iter()
             .find(|c| c.id == id)
@@ -742,14 +735,7 @@ impl Inner {
             .event(now, "device_ca.create", Outcome::Success)
             .target(format!("device_ca:{id}"))
             .details(json!({"name": name, "subject": s.subject, "fingerprint": fp, "not_after": rfc3339(s.not_after)}));
-        self.store
-            .commit(
-                Change::new()
-                    .with(Mutation::InsertPkiObject(obj))
-                    .audit(event),
-            )
-            .await?;
-        self.reload_pki().await?;
+        self.insert_pki_object(obj, event).await?;
         self.pki
             .snapshot()
             .device_cas
@@ -851,14 +837,7 @@ impl Inner {
             .target(format!("device_rule:{id}"))
             .identity(identity.id)
             .details(json!({"device_ca": ca, "field": field.as_str(), "pattern": req.pattern, "identity": identity.id}));
-        self.store
-            .commit(
-                Change::new()
-                    .with(Mutation::InsertPkiObject(obj))
-                    .audit(event),
-            )
-            .await?;
-        self.reload_pki().await?;
+        self.insert_pki_object(obj, event).await?;
         self.pki
             .snapshot()
             .rules
@@ -1026,6 +1005,24 @@ fn cert_details(l: &x509::CertSummary, anchor: Option<Anchor>) -> serde_json::Va
             None => None,
         },
     })
+}
+
+impl Inner {
+    /// Stores a PKI object with its audit record, then refreshes this node's PKI snapshot.
+    async fn insert_pki_object(
+        &self,
+        obj: PkiObject,
+        event: steward_core::AuditEvent,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .commit(
+                Change::new()
+                    .with(Mutation::InsertPkiObject(obj))
+                    .audit(event),
+            )
+            .await?;
+        self.reload_pki().await
+    }
 }
 
 #[cfg(test)]
