@@ -168,6 +168,7 @@ pub async fn start(
         clock,
         ring: RwLock::new(Arc::new(ring)),
         ring_reload: tokio::sync::Mutex::new(()),
+        ring_reload_on_demand: Mutex::new(None),
         identities: cache::TtlCache::new(100_000, ttl),
         credentials: cache::TtlCache::new(100_000, ttl),
         usage: Mutex::new(Default::default()),

@@ -43,6 +43,8 @@ pub struct Inner {
     pub dpop_nonce_key: [u8; 32],
     pub ring: RwLock<Arc<KeyRing>>,
     pub ring_reload: tokio::sync::Mutex<()>,
+    /// When a reload for an unknown kid was last allowed (see [`Inner::may_reload_ring`]).
+    pub ring_reload_on_demand: Mutex<Option<std::time::Instant>>,
     pub identities: TtlCache<Uuid, Identity>,
     pub credentials: TtlCache<[u8; 32], Credential>,
     /// Credential id → latest use, flushed to the store in batches off the token path.
@@ -68,6 +70,20 @@ impl Inner {
 
     pub fn ring(&self) -> Arc<KeyRing> {
         self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rate limit for reloads triggered by tokens naming an unknown kid: one a second.
+    pub fn may_reload_ring(&self) -> bool {
+        let mut last = self
+            .ring_reload_on_demand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Rebuilds the key ring from the store (after rotation, or on an unknown kid).

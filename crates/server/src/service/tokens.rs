@@ -868,12 +868,14 @@ impl Inner {
         let decoded = match ring.verifier.verify(token, Some("at+jwt")) {
             Ok(d) => d,
             Err(_) => {
-                // A key created by another node may be missing from this node's ring.
+                // A key created by another node may be missing from this node's ring. Reload
+                // only for a kid the ring really lacks, and at most once a second: a forged
+                // token must not buy a database read and an unsealing.
                 let kid_unknown = jws::decode(token)
                     .ok()
                     .and_then(|d| d.kid().map(str::to_owned))
-                    .is_some();
-                if !kid_unknown || self.reload_ring().await.is_err() {
+                    .is_some_and(|k| ring.verifier.get(&k).is_none());
+                if !kid_unknown || !self.may_reload_ring() || self.reload_ring().await.is_err() {
                     return Err("invalid token signature");
                 }
                 ring = self.ring();
