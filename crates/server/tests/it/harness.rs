@@ -276,18 +276,21 @@ impl Drop for TestServer {
             else {
                 return;
             };
-            rt.block_on(async {
-                use sqlx::ConnectOptions;
-                if let Ok(opts) = admin_pg_url().parse::<sqlx::postgres::PgConnectOptions>()
-                    && let Ok(mut c) = opts.connect().await
-                {
-                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
-                        .execute(&mut c)
-                        .await;
-                }
-            });
+            rt.block_on(drop_pg_database(&name));
         })
         .join();
+    }
+}
+
+/// Drops a test database, best effort; FORCE closes connections a server may still hold.
+pub async fn drop_pg_database(name: &str) {
+    use sqlx::ConnectOptions;
+    if let Ok(opts) = admin_pg_url().parse::<sqlx::postgres::PgConnectOptions>()
+        && let Ok(mut c) = opts.connect().await
+    {
+        let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut c)
+            .await;
     }
 }

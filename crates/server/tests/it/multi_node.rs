@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::harness::{TestServer, admin_pg_url, fresh_pg_database};
+use crate::harness::{TestServer, drop_pg_database, fresh_pg_database};
 
 const ISSUER: &str = "https://steward.cluster.test";
 
@@ -145,16 +145,5 @@ async fn changes_on_one_node_take_effect_on_the_other_within_a_second() {
 
     b.shutdown().await;
     drop(a);
-    use sqlx::ConnectOptions;
-    let mut c = admin_pg_url()
-        .parse::<sqlx::postgres::PgConnectOptions>()
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
-    )))
-    .execute(&mut c)
-    .await;
+    drop_pg_database(&db).await;
 }
