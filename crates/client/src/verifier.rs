@@ -53,6 +53,11 @@ pub struct VerifierConfig {
     /// Unix-seconds clock (default: the system clock). Tests inject their own.
     pub clock: Option<Arc<dyn Fn() -> i64 + Send + Sync>>,
     pub http: Option<reqwest::Client>,
+    /// Most tokens whose signature and claims were verified to remember (default 4096; 0 turns
+    /// the cache off). A workload presents the same token until it nears expiry, so a repeat
+    /// presentation skips the signature check; time, bindings, DPoP proof and introspection are
+    /// still checked on every request. A key-set change empties the cache.
+    pub verified_cache_capacity: usize,
 }
 
 impl std::fmt::Debug for VerifierConfig {
@@ -83,6 +88,7 @@ impl VerifierConfig {
             introspection: None,
             clock: None,
             http: None,
+            verified_cache_capacity: 4096,
         }
     }
 }
@@ -177,6 +183,50 @@ pub struct Verifier {
     keys: RwLock<Keys>,
     refresh: tokio::sync::Mutex<Option<Instant>>,
     replay: ReplayCache,
+    verified: VerifiedCache,
+}
+
+/// Tokens that passed the signature, `typ`, `iss`, `aud` and scope checks, by SHA-256 of the
+/// compact token (any change to the token is a miss). Bounded: when full, expired entries go
+/// first, then an arbitrary half.
+#[derive(Default)]
+struct VerifiedCache {
+    entries: std::sync::Mutex<HashMap<[u8; 32], Arc<VerifiedToken>>>,
+}
+
+impl VerifiedCache {
+    fn get(&self, key: &[u8; 32]) -> Option<Arc<VerifiedToken>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], v: Arc<VerifiedToken>, capacity: usize, now: i64) {
+        if capacity == 0 {
+            return;
+        }
+        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= capacity {
+            m.retain(|_, t| t.claims.exp > now);
+        }
+        if m.len() >= capacity {
+            let mut n = 0;
+            m.retain(|_, _| {
+                n += 1;
+                n % 2 == 0
+            });
+        }
+        m.insert(key, v);
+    }
+
+    fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
 }
 
 impl std::fmt::Debug for Verifier {
@@ -212,6 +262,7 @@ impl Verifier {
             }),
             refresh: tokio::sync::Mutex::new(None),
             replay: ReplayCache::default(),
+            verified: VerifiedCache::default(),
         }
     }
 
@@ -288,6 +339,8 @@ impl Verifier {
             by_kid,
             fetched: at,
         };
+        // A key that left the set must stop vouching for the tokens it signed.
+        self.verified.clear();
     }
 
     fn lookup(&self, kid: &str) -> (Option<(DecodingKey, Algorithm)>, bool) {
@@ -400,8 +453,38 @@ impl Verifier {
         Ok(v)
     }
 
-    /// Signature, `typ`, algorithm, `iss`, `aud`, time window and required scopes.
+    /// Signature, `typ`, algorithm, `iss`, `aud`, time window and required scopes; a token
+    /// seen before skips everything but the time window (see [`VerifierConfig::verified_cache_capacity`]).
     async fn verify_signed(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let cache_key = (self.cfg.verified_cache_capacity > 0).then(|| sha256(token.as_bytes()));
+        if let Some(hit) = cache_key.as_ref().and_then(|k| self.verified.get(k)) {
+            self.check_window(&hit.claims)?;
+            return Ok(VerifiedToken::clone(&hit));
+        }
+        let v = self.verify_signed_uncached(token).await?;
+        if let Some(k) = cache_key {
+            self.verified.insert(
+                k,
+                Arc::new(v.clone()),
+                self.cfg.verified_cache_capacity,
+                self.now(),
+            );
+        }
+        Ok(v)
+    }
+
+    fn check_window(&self, c: &AccessClaims) -> Result<(), VerifyError> {
+        let now = self.now();
+        if now >= c.exp + self.cfg.leeway_secs {
+            return Err(VerifyError::Expired);
+        }
+        if c.nbf.is_some_and(|nbf| nbf > now + self.cfg.leeway_secs) {
+            return Err(VerifyError::NotYetValid);
+        }
+        Ok(())
+    }
+
+    async fn verify_signed_uncached(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| VerifyError::Invalid("malformed token".into()))?;
         if !self.cfg.algorithms.contains(&header.alg) {
@@ -442,13 +525,7 @@ impl Verifier {
             }
         })?;
         let c = data.claims;
-        let now = self.now();
-        if now >= c.exp + self.cfg.leeway_secs {
-            return Err(VerifyError::Expired);
-        }
-        if c.nbf.is_some_and(|nbf| nbf > now + self.cfg.leeway_secs) {
-            return Err(VerifyError::NotYetValid);
-        }
+        self.check_window(&c)?;
         let scopes: Vec<String> = c
             .scope
             .split(' ')

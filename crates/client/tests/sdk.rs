@@ -579,3 +579,38 @@ async fn unknown_kid_refreshes_the_jwks_at_most_once_per_interval() {
     .await;
     assert_eq!(st, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_remembered_token_still_expires_and_a_tampered_one_is_not_remembered() {
+    let issuer = TestIssuer::start().await;
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(
+        time::OffsetDateTime::now_utc().unix_timestamp(),
+    ));
+    let mut cfg = VerifierConfig::new(issuer.base.clone(), AUD);
+    let clock = now.clone();
+    cfg.clock = Some(Arc::new(move || {
+        clock.load(std::sync::atomic::Ordering::SeqCst)
+    }));
+    let verifier = Verifier::new(cfg);
+    let token = issuer.mint(Value::Null);
+    let first = verifier.verify_bearer(&token).await.unwrap();
+    let again = verifier.verify_bearer(&token).await.unwrap();
+    assert_eq!(first, again);
+
+    // One flipped character in the signature: not the remembered token, and not valid.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(matches!(
+        verifier.verify_bearer(&forged).await,
+        Err(steward_client::VerifyError::Invalid(_))
+    ));
+
+    // Past exp + leeway the remembered token is refused like any other.
+    now.fetch_add(300 + 61, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        verifier.verify_bearer(&token).await,
+        Err(steward_client::VerifyError::Expired)
+    );
+}

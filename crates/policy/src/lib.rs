@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod diff;
+mod index;
 mod schema;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -310,7 +311,10 @@ impl Base {
     }
 
     /// Splits `set` by (action, resource type): a policy joins every slice its scope admits.
-    fn slice(&self, set: &PolicySet) -> Result<HashMap<(String, String), PolicySet>, PolicyError> {
+    fn slice(
+        &self,
+        set: &PolicySet,
+    ) -> Result<HashMap<(String, String), (PolicySet, Option<index::AttrIndex>)>, PolicyError> {
         let mut slices = HashMap::new();
         for (action, decl) in &self.config.actions {
             let auid = uid(ACTION_TYPE, action).map_err(PolicyError::Config)?;
@@ -341,7 +345,18 @@ impl Base {
                         })?;
                     }
                 }
-                slices.insert((action.clone(), rtype.clone()), slice);
+                // Attributes every request of this type carries (checked before evaluation).
+                let mut guaranteed: HashSet<String> = self
+                    .config
+                    .resource_types
+                    .get(rtype)
+                    .map(|d| d.attributes.keys().cloned().collect())
+                    .unwrap_or_default();
+                guaranteed.insert("env".to_owned());
+                let idx = index::build(&slice, &guaranteed).map_err(|e| {
+                    PolicyError::Config(format!("cannot index the policy set: {e}"))
+                })?;
+                slices.insert((action.clone(), rtype.clone()), (slice, idx));
             }
         }
         Ok(slices)
@@ -482,8 +497,9 @@ pub struct Engine {
     base: Arc<Base>,
     set: PolicySet,
     /// (action, resource type) → the policies whose scope can match such a request. Cedar
-    /// evaluates every policy of a set; slicing by scope keeps that to the relevant ones.
-    slices: HashMap<(String, String), PolicySet>,
+    /// evaluates every policy of a set; slicing by scope keeps that to the relevant ones, and
+    /// each slice's index (see `index`) narrows it by one resource attribute's value.
+    slices: HashMap<(String, String), (PolicySet, Option<index::AttrIndex>)>,
     forbids: HashSet<String>,
     authorizer: Authorizer,
 }
@@ -510,6 +526,15 @@ impl Engine {
         self.set.is_empty()
     }
 
+    /// The same engine without the per-slice attribute indexes (for equivalence tests).
+    #[cfg(test)]
+    pub(crate) fn without_indexes(mut self) -> Self {
+        for slice in self.slices.values_mut() {
+            slice.1 = None;
+        }
+        self
+    }
+
     /// Decides `req`. Deny by default; any `forbid` that is satisfied wins. Fails closed: a
     /// malformed request, or an error while evaluating a `forbid` policy, denies.
     pub fn evaluate(&self, req: &Request) -> Decision {
@@ -533,10 +558,21 @@ impl Engine {
                 req.action, req.resource.kind
             ));
         }
-        let slice = self
+        let slice = match self
             .slices
             .get(&(req.action.clone(), req.resource.kind.clone()))
-            .unwrap_or(&self.set);
+        {
+            Some((all, Some(idx))) => {
+                let v = req
+                    .resource
+                    .attributes
+                    .get(&idx.attr)
+                    .and_then(Value::as_str);
+                idx.select(v, all)
+            }
+            Some((all, None)) => all,
+            None => &self.set,
+        };
         // The request is checked against the declarations here (cheaper than Cedar's
         // schema-based entity parsing, and with clearer messages).
         match req.resource.attributes.get("env") {

@@ -208,3 +208,84 @@ fn diff_shows_changed_lines() {
     );
     assert_eq!(line_diff("", "a"), vec!["+a"]);
 }
+
+/// The attribute index never changes a decision or the policies that determined it: a grid of
+/// requests against permits and forbids that test `owner_team` in every position.
+#[test]
+fn attribute_index_decides_exactly_like_the_full_slice() {
+    let teams = ["payments", "search", "ledger", "nobody"];
+    let mut policies = Vec::new();
+    for (i, t) in teams.iter().take(3).enumerate() {
+        policies.push(PolicySource::new(
+            format!("read-{i}"),
+            format!(
+                r#"permit (principal, action == Action::"docs:read", resource is Document)
+when {{ principal.hasTag("team") && principal.getTag("team") == "{t}" && resource.owner_team == "{t}" }};"#
+            ),
+        ));
+        policies.push(PolicySource::new(
+            format!("svc-{i}"),
+            format!(
+                r#"permit (principal, action == Action::"docs:read", resource is Document)
+when {{ principal.name == "payments-api" && "{t}" == resource.owner_team && resource.tags.contains("pii") }};"#
+            ),
+        ));
+        // Leftmost literal: indexed. For "blocked" the rest overflows at run time, an error
+        // that must still deny.
+        policies.push(PolicySource::new(
+            format!("forbid-left-{i}"),
+            format!(
+                r#"forbid (principal, action, resource is Document)
+when {{ resource.owner_team == "{t}" && principal.name == "blocked" && context.time * 10000000000 > 0 }};"#
+            ),
+        ));
+        policies.push(PolicySource::new(
+            format!("forbid-late-{i}"),
+            format!(
+                r#"forbid (principal, action, resource is Document)
+when {{ principal.hasTag("quarantine") && principal.getTag("quarantine") == "{t}" && resource.owner_team == "{t}" }};"#
+            ),
+        ));
+    }
+    policies.push(PolicySource::new("open", TEAM_READ));
+    let b = base();
+    let indexed = b.compile(&policies).unwrap();
+    let full = b.compile(&policies).unwrap().without_indexes();
+    let (mut compared, mut allowed) = (0, 0);
+    for owner in teams {
+        for team in teams {
+            for (name, labels) in [
+                ("payments-api", vec![("team", team)]),
+                ("blocked", vec![("team", team)]),
+                ("payments-api", vec![("team", team), ("quarantine", owner)]),
+                ("payments-api", vec![]),
+            ] {
+                for tags in [json!(["pii"]), json!([])] {
+                    let mut r = request("prod", &["docs:read"], "docs:read", "prod");
+                    r.resource
+                        .attributes
+                        .insert("owner_team".into(), json!(owner));
+                    r.resource.attributes.insert("tags".into(), tags.clone());
+                    r.principal.name = name.to_owned();
+                    r.principal.labels = labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect();
+                    let (a, b) = (indexed.evaluate(&r), full.evaluate(&r));
+                    allowed += usize::from(a.allow);
+                    assert_eq!(
+                        (a.allow, &a.policies),
+                        (b.allow, &b.policies),
+                        "owner {owner} principal {name} labels {labels:?} tags {tags}"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 128);
+    assert!(
+        allowed > 0 && allowed < compared,
+        "the grid must exercise both outcomes: {allowed}"
+    );
+}

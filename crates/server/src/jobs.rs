@@ -40,6 +40,12 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
                 if let Err(e) = s.store.purge_expired(s.now()).await {
                     tracing::warn!(error = %e, "purging expired one-time values failed");
                 }
+                s.revoked.prune(s.now().unix_timestamp());
+                if !s.revoked.is_complete()
+                    && let Err(e) = s.reload_revoked().await
+                {
+                    tracing::warn!(error = %e, "reloading revoked tokens failed");
+                }
             },
         ),
         spawn_every(state.clone(), Duration::from_secs(5), |s| async move {
@@ -113,10 +119,19 @@ pub fn spawn_invalidator(
                     false
                 }
                 Ok(Notice::Keys) => true,
+                Ok(Notice::TokenRevoked { jti, expires_at }) => {
+                    let now = state.now().unix_timestamp();
+                    state.revoked.insert(&jti, expires_at, now);
+                    false
+                }
                 // Notices may have been missed: forget everything cached.
                 Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
                     state.identities.clear();
                     state.invalidate_all_credentials();
+                    state.revoked.mark_stale();
+                    if let Err(e) = state.reload_revoked().await {
+                        tracing::warn!(error = %e, "revoked-token reload after missed notices failed; asking the store until it succeeds");
+                    }
                     true
                 }
                 Err(RecvError::Closed) => return,

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod keys;
 pub mod pki;
 pub mod ratelimit;
+pub mod revocation;
 pub mod service;
 pub mod state;
 pub mod tls;
@@ -171,6 +172,8 @@ pub async fn start(
         ring_reload_on_demand: Mutex::new(None),
         identities: cache::TtlCache::new(100_000, ttl),
         credentials: cache::TtlCache::new(100_000, ttl),
+        credentials_by_id: cache::TtlCache::new(100_000, ttl),
+        revoked: revocation::RevokedTokens::default(),
         usage: Mutex::new(Default::default()),
         limiter: ratelimit::FailureLimiter::new(
             config.auth_failure_limit,
@@ -189,8 +192,11 @@ pub async fn start(
         state.renew_server_key(true).await?;
     }
     pki::write_bundle_file(&state.config, &state.pki.snapshot().bundle_pem);
+    // Subscribe before loading the revoked-token mirror, so no revocation falls in between.
+    let notices = state.store.subscribe();
+    state.reload_revoked().await?;
     let mut jobs = jobs::spawn_all(&state, schedule);
-    if let Some(rx) = state.store.subscribe() {
+    if let Some(rx) = notices {
         jobs.push(jobs::spawn_invalidator(state.clone(), rx));
     }
     jobs.push(pki::spawn_upkeep(&state));

@@ -47,6 +47,10 @@ pub struct Inner {
     pub ring_reload_on_demand: Mutex<Option<std::time::Instant>>,
     pub identities: TtlCache<Uuid, Identity>,
     pub credentials: TtlCache<[u8; 32], Credential>,
+    /// Credentials by id, for verifying tokens (which name their credential) without a read.
+    pub credentials_by_id: TtlCache<Uuid, Credential>,
+    /// Revoked access tokens, mirrored from the store (see `revocation`).
+    pub revoked: crate::revocation::RevokedTokens,
     /// Credential id → latest use, flushed to the store in batches off the token path.
     pub usage: Mutex<HashMap<Uuid, OffsetDateTime>>,
     pub limiter: FailureLimiter,
@@ -137,11 +141,52 @@ impl Inner {
         {
             self.credentials.remove(&h);
         }
+        self.credentials_by_id.remove(&c.id);
     }
 
     /// Drops every cached credential (used after bulk revocations such as retire).
     pub fn invalidate_all_credentials(&self) {
         self.credentials.clear();
+        self.credentials_by_id.clear();
+    }
+
+    /// The credential with this id, from the cache or the store.
+    pub async fn credential_by_id(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Arc<Credential>>, ServiceError> {
+        if let Some(c) = self.credentials_by_id.get(&id) {
+            return Ok(Some(c));
+        }
+        match self.store.get_credential(id).await? {
+            Some(c) => {
+                let c = Arc::new(c);
+                self.credentials_by_id.insert(id, c.clone());
+                Ok(Some(c))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the token with this `jti` was revoked: from memory when the mirror is complete.
+    pub async fn is_token_revoked(&self, jti: &str) -> Result<bool, ServiceError> {
+        match self.revoked.check(jti) {
+            Some(answer) => Ok(answer),
+            None => Ok(self.store.is_token_revoked(jti).await?),
+        }
+    }
+
+    /// Reloads the revoked-token mirror from the store.
+    pub async fn reload_revoked(&self) -> Result<(), ServiceError> {
+        let limit = crate::revocation::CAPACITY as u32;
+        let list = self.store.list_revoked_tokens(self.now(), limit).await?;
+        let truncated = list.len() >= crate::revocation::CAPACITY;
+        self.revoked.load(
+            list.into_iter()
+                .map(|t| (t.jti, t.expires_at.unix_timestamp())),
+            truncated,
+        );
+        Ok(())
     }
 
     pub fn record_use(&self, credential: Uuid, at: OffsetDateTime) {

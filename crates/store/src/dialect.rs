@@ -3,10 +3,25 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sqlx::Database;
 use uuid::Uuid;
+
+/// Statements sent to a database by this process (every backend, every store), counting
+/// BEGIN, SAVEPOINT, RELEASE and COMMIT: each is one round trip to the database (for SQLite, one
+/// hand-off to its connection thread). Benchmarks divide it by operations served.
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` round trips to the database.
+pub(crate) fn count_round_trips(n: u64) {
+    ROUND_TRIPS.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Round trips to a database made by this process so far (see [`ROUND_TRIPS`]).
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(Ordering::Relaxed)
+}
 
 /// A database connection of dialect `D`.
 pub(crate) type Conn<D> = <<D as Dialect>::Db as Database>::Connection;
@@ -29,8 +44,6 @@ pub(crate) enum Arg<'a> {
 pub(crate) enum SqlText {
     /// A backend constant; prepared once per connection and cached.
     Static(&'static str),
-    /// Built once and reused (multi-row inserts); prepared once per connection and cached.
-    Shared(Arc<str>),
     /// Built for one query (filtered listings); not cached, so filter combinations cannot
     /// crowd the hot statements out of the statement cache.
     Built(String),
@@ -63,12 +76,6 @@ impl<'a> Stmt<'a> {
         Self {
             sql: SqlText::Static(sql),
             args: Vec::new(),
-        }
-    }
-    pub(crate) fn shared(sql: Arc<str>, capacity: usize) -> Self {
-        Self {
-            sql: SqlText::Shared(sql),
-            args: Vec::with_capacity(capacity),
         }
     }
     pub(crate) fn arg(mut self, arg: Arg<'a>) -> Self {
@@ -270,6 +277,7 @@ pub(crate) struct Statements {
 
     pub(crate) revoke_token: &'static str,
     pub(crate) token_revoked: &'static str,
+    pub(crate) list_revoked_tokens: &'static str,
     pub(crate) claim_once: &'static str,
     pub(crate) purge_once_values: &'static str,
     pub(crate) purge_revoked_tokens: &'static str,
@@ -290,6 +298,13 @@ pub(crate) struct Statements {
     /// writer transaction already excludes every other writer).
     pub(crate) lock_head: &'static str,
     pub(crate) store_head: &'static str,
+    /// Inserts the audit rows of one JSON array (see `ops::AuditInserts`).
+    pub(crate) insert_audit_json: &'static str,
+    /// One self-contained statement that appends a batch of audit records and moves the head,
+    /// or fails as a whole when the head is not where the writer remembers it (see
+    /// `writer::append_audit_only`). Arguments: rows (JSON), new size, new chain hash, expected
+    /// size, row count. `None` where a statement cannot both insert and update (SQLite).
+    pub(crate) append_audit: Option<&'static str>,
     pub(crate) audit_range: &'static str,
     pub(crate) audit_leaf_hashes: &'static str,
 
@@ -333,6 +348,3 @@ macro_rules! signing_key_columns {
 pub(crate) use {
     audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns,
 };
-
-/// Number of columns of one audit row, for sizing multi-row inserts.
-pub(crate) const AUDIT_COLUMN_COUNT: usize = 13;

@@ -16,7 +16,7 @@ use crate::ops::{self, Claim, db_error};
 use crate::rows::{self, Cols, owner_status_str};
 use crate::writer::Writer;
 use crate::{
-    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page,
+    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page, RevokedToken,
     SigningKeyRecord, Store, StoreError,
 };
 
@@ -333,6 +333,24 @@ impl<D: Dialect> Store for SqlStore<D> {
             .one(Stmt::new(D::SQL.token_revoked).text(jti), |_| Ok(()))
             .await?
             .is_some())
+    }
+
+    async fn list_revoked_tokens(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RevokedToken>, StoreError> {
+        let stmt = Stmt::new(D::SQL.list_revoked_tokens)
+            .time(now)
+            .int(i64::from(limit));
+        self.all(stmt, |row| {
+            let c = Cols::<D>::new(row, "revoked_tokens");
+            Ok(RevokedToken {
+                jti: c.text("jti")?,
+                expires_at: c.time("expires_at")?,
+            })
+        })
+        .await
     }
 
     async fn claim_once(

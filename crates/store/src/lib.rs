@@ -25,6 +25,7 @@ mod types;
 mod writer;
 
 pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
+pub use dialect::round_trips;
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
 pub use pki::PkiObject;
 pub use types::*;
@@ -122,6 +123,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- tokens and one-time values ----
     async fn is_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Revoked tokens still unexpired at `now`, at most `limit` of them, soonest expiry last:
+    /// what a node loads to answer revocation checks from memory.
+    async fn list_revoked_tokens(
+        &self,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<RevokedToken>, StoreError>;
     /// Remembers `value` in `namespace` until `expires_at`. Returns `false` when it was already
     /// remembered and unexpired (a replay). Atomic across processes.
     async fn claim_once(

@@ -2,13 +2,12 @@
 //! appends) and the mapping of backend errors to `StoreError`, written once for both backends.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use steward_core::{AuditEvent, Credential, Identity, Owner};
 use time::OffsetDateTime;
 
-use crate::dialect::{AUDIT_COLUMN_COUNT, Arg, Conn, Dialect, Failure, Stmt, UniqueRule};
+use crate::dialect::{Arg, Conn, Dialect, Failure, Stmt, UniqueRule};
 use crate::rows::{Cols, owner_kind_str, owner_status_str, to_json};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
@@ -510,15 +509,18 @@ pub(crate) async fn read_head<D: Dialect>(
 
 pub(crate) async fn store_head<D: Dialect>(
     conn: &mut Conn<D>,
+    previous: &AuditHead,
     head: &AuditHead,
 ) -> Result<(), StoreError> {
     let stmt = Stmt::new(D::SQL.store_head)
         .int(to_i64(head.size, "audit size")?)
-        .bytes(&head.chain_hash);
+        .bytes(&head.chain_hash)
+        .int(to_i64(previous.size, "audit size")?);
     match D::exec(conn, stmt).await.map_err(db_error::<D>)? {
         1 => Ok(()),
         _ => Err(StoreError::Corrupt(
-            "audit_head: the head row is missing".into(),
+            "audit_head: the head row is missing or moved during the transaction (another process writing this database?)"
+                .into(),
         )),
     }
 }
@@ -532,90 +534,102 @@ pub(crate) struct AuditRow<'a> {
     pub(crate) chain_hash: [u8; 32],
 }
 
-/// Row counts of the prepared multi-row audit inserts. A batch of n rows is written as a greedy
-/// sum of these, so only a handful of statement shapes exist and all stay in the statement cache.
-const AUDIT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-/// SQLite allows 32766 bind parameters per statement, PostgreSQL 65535.
-const _: () = assert!(AUDIT_CHUNKS[0] * AUDIT_COLUMN_COUNT <= 32766);
+fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
 
-/// The multi-row audit insert statements of one dialect, built once per writer.
+/// Writes a batch's audit records with one statement, whatever their number: the rows travel
+/// as one JSON array bound to a single parameter, which the database unpacks (SQLite
+/// `json_each`, PostgreSQL `json_array_elements`). Each statement of a batch is a round trip to
+/// the database (in SQLite, a hand-off to its connection thread), so the batch costs the same
+/// few round trips for 1 record or 1,000. Hashes travel as hex.
 pub(crate) struct AuditInserts<D: Dialect> {
-    by_chunk: Vec<(usize, Arc<str>)>,
     _dialect: PhantomData<D>,
 }
 
 impl<D: Dialect> AuditInserts<D> {
     pub(crate) fn new() -> Self {
-        let by_chunk = AUDIT_CHUNKS
-            .iter()
-            .map(|&rows| {
-                let mut sql = String::from(concat!(
-                    "INSERT INTO audit (",
-                    crate::dialect::audit_columns!(),
-                    ") VALUES "
-                ));
-                let mut n = 0;
-                for r in 0..rows {
-                    sql.push_str(if r == 0 { "(" } else { ", (" });
-                    for c in 0..AUDIT_COLUMN_COUNT {
-                        if c > 0 {
-                            sql.push_str(", ");
-                        }
-                        n += 1;
-                        D::placeholder(&mut sql, n);
-                    }
-                    sql.push(')');
-                }
-                (rows, Arc::from(sql))
-            })
-            .collect();
         Self {
-            by_chunk,
             _dialect: PhantomData,
         }
     }
 
-    /// Writes `rows` with as few statements as the chunk sizes allow.
+    /// The JSON array of `rows`, each an array of the audit columns in table order.
+    pub(crate) fn json(rows: &[AuditRow<'_>]) -> Result<String, StoreError> {
+        #[derive(serde::Serialize)]
+        struct Row<'r>(
+            i64,
+            i64,
+            &'r str,
+            &'r str,
+            Option<&'r str>,
+            Option<uuid::Uuid>,
+            &'r str,
+            Option<&'r str>,
+            Option<&'r str>,
+            Option<&'r str>,
+            &'r str,
+            &'r str,
+            &'r str,
+        );
+        let hex: Vec<(String, String)> = rows
+            .iter()
+            .map(|r| (to_hex(&r.leaf_hash), to_hex(&r.chain_hash)))
+            .collect();
+        let out: Vec<Row<'_>> = rows
+            .iter()
+            .zip(&hex)
+            .map(|(r, (leaf, chain))| {
+                let e = r.event;
+                Row(
+                    r.seq,
+                    steward_core::to_micros(e.time),
+                    &e.actor,
+                    &e.action,
+                    e.target.as_deref(),
+                    e.identity_id,
+                    e.outcome.as_str(),
+                    e.reason.as_deref(),
+                    e.request_id.as_deref(),
+                    e.source.as_deref(),
+                    &r.details,
+                    leaf,
+                    chain,
+                )
+            })
+            .collect();
+        serde_json::to_string(&out)
+            .map_err(|e| StoreError::Backend(format!("cannot encode audit rows: {e}")))
+    }
+
+    /// Writes `rows` with one statement.
     pub(crate) async fn insert(
         &self,
         conn: &mut Conn<D>,
         rows: &[AuditRow<'_>],
     ) -> Result<(), StoreError> {
-        let mut rest = rows;
-        while !rest.is_empty() {
-            let Some((size, sql)) = self.by_chunk.iter().find(|(size, _)| *size <= rest.len())
-            else {
-                return Err(StoreError::Backend(
-                    "no audit insert statement fits the batch".into(),
-                ));
-            };
-            let (chunk, tail) = rest.split_at(*size);
-            let mut stmt = Stmt::shared(Arc::clone(sql), size * AUDIT_COLUMN_COUNT);
-            for r in chunk {
-                let e = r.event;
-                stmt = stmt
-                    .int(r.seq)
-                    .time(e.time)
-                    .text(&e.actor)
-                    .text(&e.action)
-                    .opt_text(e.target.as_deref())
-                    .opt_uuid(e.identity_id)
-                    .text(e.outcome.as_str())
-                    .opt_text(e.reason.as_deref())
-                    .opt_text(e.request_id.as_deref())
-                    .opt_text(e.source.as_deref())
-                    .text(&r.details)
-                    .bytes(&r.leaf_hash)
-                    .bytes(&r.chain_hash);
-            }
-            D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
-                Failure::Unique(_) => StoreError::Corrupt(
-                    "audit: a record with the next sequence number already exists (audit_head is behind the log)"
-                        .into(),
-                ),
-                _ => db_error::<D>(e),
-            })?;
-            rest = tail;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let stmt = Stmt::new(D::SQL.insert_audit_json).owned_text(Self::json(rows)?);
+        let written = D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
+            Failure::Unique(_) => StoreError::Corrupt(
+                "audit: a record with the next sequence number already exists (audit_head is behind the log)"
+                    .into(),
+            ),
+            _ => db_error::<D>(e),
+        })?;
+        if written != rows.len() as u64 {
+            return Err(StoreError::Backend(format!(
+                "audit: wrote {written} of {} records",
+                rows.len()
+            )));
         }
         Ok(())
     }

@@ -83,6 +83,7 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         .connect_lazy_with(connect.clone());
     let writer_pool = PgPoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(options.connect_timeout)
         .connect_lazy_with(connect);
     tracing::info!(database = %target, "opened PostgreSQL store");
@@ -103,7 +104,6 @@ pub(crate) struct PgDialect;
 fn query(stmt: Stmt<'_>) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
     let (q, persistent) = match stmt.sql {
         SqlText::Static(s) => (sqlx::query(s), true),
-        SqlText::Shared(s) => (sqlx::query(AssertSqlSafe(s)), true),
         SqlText::Built(s) => (sqlx::query(AssertSqlSafe(s)), false),
     };
     stmt.args
@@ -156,14 +156,17 @@ impl Dialect for PgDialect {
     }
 
     async fn exec_script(conn: &mut PgConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         sqlx::raw_sql(sql).execute(conn).await.map(drop)
     }
 
     async fn exec(conn: &mut PgConnection, stmt: Stmt<'_>) -> Result<u64, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).execute(conn).await.map(|r| r.rows_affected())
     }
 
     async fn fetch_all(conn: &mut PgConnection, stmt: Stmt<'_>) -> Result<Vec<PgRow>, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).fetch_all(conn).await
     }
 
@@ -171,6 +174,7 @@ impl Dialect for PgDialect {
         conn: &mut PgConnection,
         stmt: Stmt<'_>,
     ) -> Result<Option<PgRow>, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).fetch_optional(conn).await
     }
 
@@ -283,6 +287,8 @@ static STATEMENTS: Statements = Statements {
     revoke_token: "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (jti) DO NOTHING",
     token_revoked: "SELECT 1 FROM revoked_tokens WHERE jti = $1",
+    list_revoked_tokens: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 \
+                          ORDER BY expires_at DESC LIMIT $2",
     claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
                  WHERE once_values.expires_at <= $4",
@@ -317,7 +323,28 @@ static STATEMENTS: Statements = Statements {
     read_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
     // Serializes appends from every node: the next writer waits here, then reads the new head.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1 FOR UPDATE",
-    store_head: "UPDATE audit_head SET size = $1, chain_hash = $2 WHERE id = 1",
+    store_head: "UPDATE audit_head SET size = $1, chain_hash = $2 WHERE id = 1 AND size = $3",
+    // Data-modifying CTEs run whether or not they are referenced, and the statement is atomic:
+    // if the head moved (0 rows updated) the division by zero fails it, insert included. The
+    // divisor depends on the CTEs, so the planner cannot fold it into an error up front.
+    append_audit: Some(concat!(
+        "WITH ins AS (INSERT INTO audit (",
+        audit_columns!(),
+        ") SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, (r ->> 5)::uuid, \
+         r ->> 6, r ->> 7, r ->> 8, r ->> 9, r ->> 10, decode(r ->> 11, 'hex'), \
+         decode(r ->> 12, 'hex') FROM json_array_elements($1::json) AS r RETURNING 1), \
+         upd AS (UPDATE audit_head SET size = $2, chain_hash = $3 WHERE id = 1 AND size = $4 \
+         RETURNING 1) \
+         SELECT 1 / (CASE WHEN (SELECT count(*) FROM upd) = 1 \
+         AND (SELECT count(*) FROM ins) = $5 THEN 1 ELSE 0 END) AS ok"
+    )),
+    insert_audit_json: concat!(
+        "INSERT INTO audit (",
+        audit_columns!(),
+        ") SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, (r ->> 5)::uuid, \
+         r ->> 6, r ->> 7, r ->> 8, r ->> 9, r ->> 10, decode(r ->> 11, 'hex'), \
+         decode(r ->> 12, 'hex') FROM json_array_elements($1::json) AS r"
+    ),
     audit_range: concat!(
         "SELECT ",
         audit_columns!(),

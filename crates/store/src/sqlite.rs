@@ -64,6 +64,9 @@ pub async fn open_with(
         .foreign_keys(true);
     let writer_pool = SqlitePoolOptions::new()
         .max_connections(1)
+        // The writer's only connection: a ping before each batch would be one more round trip
+        // to the connection thread; a broken connection shows up as the batch's error anyway.
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .idle_timeout(None)
         .max_lifetime(None)
@@ -159,7 +162,6 @@ pub(crate) struct SqliteDialect;
 fn query(stmt: Stmt<'_>) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments> {
     let (q, persistent) = match stmt.sql {
         SqlText::Static(s) => (sqlx::query(s), true),
-        SqlText::Shared(s) => (sqlx::query(AssertSqlSafe(s)), true),
         SqlText::Built(s) => (sqlx::query(AssertSqlSafe(s)), false),
     };
     stmt.args
@@ -215,10 +217,12 @@ impl Dialect for SqliteDialect {
         conn: &mut SqliteConnection,
         sql: &'static str,
     ) -> Result<(), sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         sqlx::raw_sql(sql).execute(conn).await.map(drop)
     }
 
     async fn exec(conn: &mut SqliteConnection, stmt: Stmt<'_>) -> Result<u64, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).execute(conn).await.map(|r| r.rows_affected())
     }
 
@@ -226,6 +230,7 @@ impl Dialect for SqliteDialect {
         conn: &mut SqliteConnection,
         stmt: Stmt<'_>,
     ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).fetch_all(conn).await
     }
 
@@ -233,6 +238,7 @@ impl Dialect for SqliteDialect {
         conn: &mut SqliteConnection,
         stmt: Stmt<'_>,
     ) -> Result<Option<SqliteRow>, sqlx::Error> {
+        crate::dialect::count_round_trips(1);
         query(stmt).fetch_optional(conn).await
     }
 
@@ -354,6 +360,8 @@ static STATEMENTS: Statements = Statements {
     revoke_token: "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES (?, ?, ?) \
                    ON CONFLICT (jti) DO NOTHING",
     token_revoked: "SELECT 1 FROM revoked_tokens WHERE jti = ?",
+    list_revoked_tokens: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ? \
+                          ORDER BY expires_at DESC LIMIT ?",
     claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES (?, ?, ?) \
                  ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = excluded.expires_at \
                  WHERE once_values.expires_at <= ?",
@@ -386,7 +394,15 @@ static STATEMENTS: Statements = Statements {
     read_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
     // The writer's BEGIN IMMEDIATE already excludes every other writer.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
-    store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1",
+    store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1 AND size = ?",
+    append_audit: None,
+    insert_audit_json: concat!(
+        "INSERT INTO audit (",
+        audit_columns!(),
+        ") SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+         value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, unhex(value ->> 11), \
+         unhex(value ->> 12) FROM json_each(?)"
+    ),
     audit_range: concat!(
         "SELECT ",
         audit_columns!(),

@@ -106,6 +106,13 @@ pub enum Mutation {
     },
 }
 
+/// An access token revoked before its expiry (RFC 7009), remembered until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedToken {
+    pub jti: String,
+    pub expires_at: OffsetDateTime,
+}
+
 /// A token-signing key, private half encrypted under the master key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {
@@ -143,7 +150,7 @@ pub struct CheckpointRecord {
 }
 
 /// A change another process made that invalidates cached state (PostgreSQL `LISTEN/NOTIFY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// This identity changed.
     Identity(Uuid),
@@ -153,6 +160,8 @@ pub enum Notice {
     CredentialsOf(Uuid),
     /// The signing keys changed.
     Keys,
+    /// This access token (by `jti`) was revoked before its expiry (unix seconds).
+    TokenRevoked { jti: String, expires_at: i64 },
     /// Notices may have been missed (the listener reconnected or lagged): drop every cache.
     Resync,
 }
@@ -165,6 +174,7 @@ impl Notice {
             Self::Credential(id) => format!("credential:{id}"),
             Self::CredentialsOf(id) => format!("credentials-of:{id}"),
             Self::Keys => "keys".into(),
+            Self::TokenRevoked { jti, expires_at } => format!("token-revoked:{expires_at}:{jti}"),
             Self::Resync => "resync".into(),
         }
     }
@@ -177,6 +187,13 @@ impl Notice {
             "credential" => uuid().map(Self::Credential),
             "credentials-of" => uuid().map(Self::CredentialsOf),
             "keys" => Some(Self::Keys),
+            "token-revoked" => {
+                let (exp, jti) = id.split_once(':')?;
+                Some(Self::TokenRevoked {
+                    jti: jti.to_owned(),
+                    expires_at: exp.parse().ok()?,
+                })
+            }
             "resync" => Some(Self::Resync),
             _ => None,
         }
@@ -191,6 +208,12 @@ impl Notice {
                 Some(Self::CredentialsOf(*identity_id))
             }
             Mutation::InsertSigningKey(_) | Mutation::UpdateSigningKey(_) => Some(Self::Keys),
+            Mutation::RevokeToken {
+                jti, expires_at, ..
+            } => Some(Self::TokenRevoked {
+                jti: jti.clone(),
+                expires_at: expires_at.unix_timestamp(),
+            }),
             _ => None,
         }
     }

@@ -69,16 +69,53 @@ fn writer_gone() -> StoreError {
     StoreError::Unavailable("the storage writer has stopped".into())
 }
 
+fn stale_head() -> StoreError {
+    StoreError::Unavailable("the audit head kept moving under this writer; retry".into())
+}
+
 fn unexpected_reply() -> StoreError {
     StoreError::Backend("internal error: the storage writer sent an unexpected reply".into())
 }
 
 impl Writer {
-    /// Starts the writer task on the current Tokio runtime; it writes through `pool`, which
-    /// should hold a single connection reserved for it.
+    /// Starts the writer; it writes through `pool`, which should hold a single connection
+    /// reserved for it.
+    ///
+    /// The writer runs on a thread of its own with a single-threaded runtime. A batch awaits the
+    /// database a dozen times (BEGIN, statements, COMMIT); on the server's shared runtime each of
+    /// those wake-ups would queue behind every request task, so under load a transaction would
+    /// spend most of its time waiting to be polled rather than writing. If the thread cannot be
+    /// started, the writer falls back to a task on the current runtime.
     pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run::<D>(pool, rx));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        let rt = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot build the writer's runtime; using the shared one");
+                tokio::spawn(run::<D>(pool, rx));
+                return Self { queue };
+            }
+        };
+        // Handed back if the thread cannot be started.
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((pool, rx))));
+        let theirs = std::sync::Arc::clone(&slot);
+        let started = std::thread::Builder::new()
+            .name(format!("steward-writer-{}", D::NAME))
+            .spawn(move || {
+                let taken = theirs.lock().map(|mut s| s.take()).ok().flatten();
+                if let Some((pool, rx)) = taken {
+                    rt.block_on(run::<D>(pool, rx));
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "cannot start the writer thread; using the shared runtime");
+            if let Some((pool, rx)) = slot.lock().ok().and_then(|mut s| s.take()) {
+                tokio::spawn(run::<D>(pool, rx));
+            }
+        }
         Self { queue }
     }
 
@@ -126,12 +163,25 @@ impl Writer {
     }
 }
 
+/// What the writer carries from one batch to the next.
+struct WriterState<D: Dialect> {
+    inserts: AuditInserts<D>,
+    /// The audit head as of the last committed batch, where this writer is the database's only
+    /// writer (SQLite): it saves reading the head at the start of every batch. The head update
+    /// is conditional on the size read or remembered, so a head moved by anyone else fails the
+    /// batch instead of forking the chain, and is forgotten after any failed batch.
+    head: Option<AuditHead>,
+}
+
 async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
-    let inserts = AuditInserts::<D>::new();
+    let mut state = WriterState::<D> {
+        inserts: AuditInserts::new(),
+        head: None,
+    };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let started = Instant::now();
-        let results = process::<D>(&pool, &inserts, &jobs).await;
+        let results = process::<D>(&pool, &mut state, &jobs).await;
         tracing::debug!(
             backend = D::NAME,
             batch = jobs.len(),
@@ -152,14 +202,21 @@ enum BatchError {
     Aborted(StoreError),
     /// COMMIT failed: the outcome is unknown.
     Commit(StoreError),
+    /// The remembered audit head was stale (another writer appended): nothing was written;
+    /// the batch runs again with the head read from the database.
+    StaleHead,
 }
 
 async fn process<D: Dialect>(
     pool: &Pool<D::Db>,
-    inserts: &AuditInserts<D>,
+    state: &mut WriterState<D>,
     jobs: &[Job],
 ) -> Vec<Result<Done, StoreError>> {
-    match run_batch::<D>(pool, inserts, jobs).await {
+    let first = match run_batch::<D>(pool, state, jobs).await {
+        Err(BatchError::StaleHead) => run_batch::<D>(pool, state, jobs).await,
+        other => other,
+    };
+    match first {
         Ok(results) => results,
         // An unexpected statement error (not unavailability, contention or corruption, which
         // would hit every change alike) may come from one change's data: isolate it.
@@ -172,15 +229,17 @@ async fn process<D: Dialect>(
             );
             let mut results = Vec::with_capacity(jobs.len());
             for job in jobs {
-                let one = match run_batch::<D>(pool, inserts, std::slice::from_ref(job)).await {
+                let one = match run_batch::<D>(pool, state, std::slice::from_ref(job)).await {
                     Ok(mut r) => r.pop().unwrap_or_else(|| Err(unexpected_reply())),
                     Err(BatchError::Aborted(e) | BatchError::Commit(e)) => Err(e),
+                    Err(BatchError::StaleHead) => Err(stale_head()),
                 };
                 results.push(one);
             }
             results
         }
         Err(BatchError::Aborted(e) | BatchError::Commit(e)) => vec![Err(e); jobs.len()],
+        Err(BatchError::StaleHead) => vec![Err(stale_head()); jobs.len()],
     }
 }
 
@@ -196,10 +255,20 @@ async fn apply_all<D: Dialect>(
 
 async fn run_batch<D: Dialect>(
     pool: &Pool<D::Db>,
-    inserts: &AuditInserts<D>,
+    state: &mut WriterState<D>,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
+    // Forgotten unless this batch commits (see `WriterState::head`).
+    let remembered = state.head.take();
+    if let (Some(sql), Some(head)) = (D::SQL.append_audit, remembered)
+        && jobs
+            .iter()
+            .all(|j| matches!(&j.work, Work::Change(c) if c.mutations.is_empty()))
+    {
+        return append_audit_only::<D>(pool, state, jobs, head, sql).await;
+    }
     let abort = |e: sqlx::Error| BatchError::Aborted(ops::db_error::<D>(e));
+    crate::dialect::count_round_trips(1);
     let mut tx = pool.begin_with(D::BEGIN).await.map_err(abort)?;
 
     // Phase 1: mutations (a savepoint per change), claims and purges. `None` marks a change whose
@@ -209,6 +278,8 @@ async fn run_batch<D: Dialect>(
         let result = match &job.work {
             Work::Change(change) if change.mutations.is_empty() => None,
             Work::Change(change) => {
+                // SAVEPOINT, then RELEASE or ROLLBACK TO.
+                crate::dialect::count_round_trips(2);
                 let mut savepoint = Connection::begin(&mut *tx).await.map_err(abort)?;
                 match apply_all::<D>(&mut savepoint, &change.mutations).await {
                     Ok(()) => {
@@ -247,23 +318,37 @@ async fn run_batch<D: Dialect>(
         });
     let event_count: usize = pending.clone().map(|c| c.audit.len()).sum();
     let mut seqs = Vec::new();
+    let new_head;
     if event_count > 0 {
-        let head = ops::read_head::<D>(&mut tx, true)
-            .await
-            .map_err(BatchError::Aborted)?;
+        let (head, trusted) = match remembered {
+            Some(h) if D::SINGLE_WRITER => (h, false),
+            _ => (
+                ops::read_head::<D>(&mut tx, true)
+                    .await
+                    .map_err(BatchError::Aborted)?,
+                true,
+            ),
+        };
+        // With a remembered head, a failure here most likely means another writer moved it.
+        let stale = |e: StoreError| match e {
+            StoreError::Corrupt(_) if !trusted => BatchError::StaleHead,
+            e => BatchError::Aborted(e),
+        };
         let (rows, next) = chain_events(head, pending.clone().map(|c| c.audit.as_slice()))?;
-        inserts
-            .insert(&mut tx, &rows)
+        state.inserts.insert(&mut tx, &rows).await.map_err(stale)?;
+        ops::store_head::<D>(&mut tx, &head, &next)
             .await
-            .map_err(BatchError::Aborted)?;
-        ops::store_head::<D>(&mut tx, &next)
-            .await
-            .map_err(BatchError::Aborted)?;
+            .map_err(stale)?;
         seqs = (head.size + 1..=next.size).collect();
+        new_head = Some(next);
+    } else {
+        new_head = remembered;
     }
+    crate::dialect::count_round_trips(1);
     tx.commit()
         .await
         .map_err(|e| BatchError::Commit(ops::db_error::<D>(e)))?;
+    state.head = new_head;
 
     // Hand each applied change its sequence numbers, in the order they were assigned.
     let mut assigned = seqs.into_iter();
@@ -276,6 +361,63 @@ async fn run_batch<D: Dialect>(
                 assigned.by_ref().take(change.audit.len()).collect(),
             )),
             (None, _) => Err(unexpected_reply()),
+        })
+        .collect())
+}
+
+/// The common batch of a busy server, audit records and nothing else (token issuance,
+/// decisions), where the dialect can do it in one statement: one round trip to the database
+/// instead of five (BEGIN, locked head read, insert, head update, COMMIT). It starts from the
+/// head this writer remembers; if another node moved it, the statement fails as a whole and the
+/// batch reruns on the general path, which locks and reads the head.
+async fn append_audit_only<D: Dialect>(
+    pool: &Pool<D::Db>,
+    state: &mut WriterState<D>,
+    jobs: &[Job],
+    head: AuditHead,
+    sql: &'static str,
+) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
+    let events = jobs.iter().filter_map(|j| match &j.work {
+        Work::Change(c) => Some(c.audit.as_slice()),
+        _ => None,
+    });
+    let (rows, next) = chain_events(head, events)?;
+    let json = AuditInserts::<D>::json(&rows).map_err(BatchError::Aborted)?;
+    let count = rows.len();
+    let stmt = crate::dialect::Stmt::new(sql)
+        .owned_text(json)
+        .int(ops::to_i64(next.size, "audit size").map_err(BatchError::Aborted)?)
+        .bytes(&next.chain_hash)
+        .int(ops::to_i64(head.size, "audit size").map_err(BatchError::Aborted)?)
+        .int(ops::to_i64(count as u64, "audit batch size").map_err(BatchError::Aborted)?);
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| BatchError::Aborted(ops::db_error::<D>(e)))?;
+    match D::fetch_optional(&mut conn, stmt).await {
+        Ok(Some(_)) => {}
+        // The database refused the statement (moved head, duplicate seq): nothing was written.
+        Err(sqlx::Error::Database(_)) => return Err(BatchError::StaleHead),
+        Ok(None) => {
+            return Err(BatchError::Commit(StoreError::Backend(
+                "audit append returned no row".into(),
+            )));
+        }
+        // The connection failed: the statement may or may not have committed.
+        Err(e) => return Err(BatchError::Commit(ops::db_error::<D>(e))),
+    }
+    state.head = Some(next);
+    let mut seq = head.size;
+    Ok(jobs
+        .iter()
+        .map(|j| match &j.work {
+            Work::Change(c) => {
+                let n = c.audit.len() as u64;
+                let seqs = (seq + 1..=seq + n).collect();
+                seq += n;
+                Ok(Done::Seqs(seqs))
+            }
+            _ => Err(unexpected_reply()),
         })
         .collect())
 }

@@ -95,6 +95,8 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    // Statements this process sent to its database: the cost model of a cluster (README).
+    metrics::counter!("steward_db_round_trips_total").absolute(steward_store::round_trips());
     (
         [(
             header::CONTENT_TYPE,

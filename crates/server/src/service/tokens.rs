@@ -898,7 +898,7 @@ impl Inner {
         if claims.nbf > t + SKEW_SECS {
             return Err("token is not yet valid");
         }
-        match self.store.is_token_revoked(&claims.jti).await {
+        match self.is_token_revoked(&claims.jti).await {
             Ok(false) => {}
             Ok(true) => return Err("token has been revoked"),
             Err(_) => return Err("revocation status unavailable"),
@@ -913,7 +913,7 @@ impl Inner {
             .map_err(|_| "token iat is malformed")?;
         identity.token_still_valid(issued, now)?;
         if let Some(cid) = claims.credential_id {
-            match self.store.get_credential(cid).await {
+            match self.credential_by_id(cid).await {
                 Ok(Some(c)) => c.check_usable(now)?,
                 Ok(None) => return Err("token credential is unknown"),
                 Err(_) => return Err("credential status unavailable"),
@@ -1063,6 +1063,8 @@ impl Inner {
             .commit(change)
             .await
             .map_err(|_| OAuthError::unavailable())?;
+        self.revoked
+            .insert(&claims.jti, claims.exp, now.unix_timestamp());
         Ok(())
     }
 }

@@ -143,6 +143,61 @@ async fn changes_on_one_node_take_effect_on_the_other_within_a_second() {
         "revocation took {took:?} to reach node B"
     );
 
+    // Revoke one token on A (RFC 7009): B answers revocation checks from memory once warm, and
+    // its mirror follows A's notice within a second. A token of a credential revoked on A goes
+    // inactive on B too (B caches credentials by id for token verification).
+    let (id2, secret2) = a.workload("svc2").await;
+    let fresh = |id: String, secret: String| {
+        let a = &a;
+        async move {
+            let (_, v, _) = a.token_basic(&id, &secret, &[]).await;
+            v["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let doomed = fresh(id2.clone(), secret2.clone()).await;
+    let kept = fresh(id2.clone(), secret2.clone()).await;
+    assert!(introspect(&http, &b_url, &admin, &doomed).await);
+    assert!(introspect(&http, &b_url, &admin, &kept).await);
+    let s = http
+        .post(a.url("/oauth2/revoke"))
+        .basic_auth(&id2, Some(&secret2))
+        .form(&[("token", doomed.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(s, StatusCode::OK);
+    let took = within(|| async { !introspect(&http, &b_url, &admin, &doomed).await }).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "token revocation took {took:?} to reach node B"
+    );
+    assert!(
+        introspect(&http, &b_url, &admin, &kept).await,
+        "revoking one token leaves the others active"
+    );
+    let (_, creds) = a
+        .api(
+            Method::GET,
+            &format!("/v1/identities/{id2}/credentials"),
+            None,
+        )
+        .await;
+    let cid2 = creds["items"][0]["id"].as_str().unwrap().to_owned();
+    let (s, _) = a
+        .api(
+            Method::DELETE,
+            &format!("/v1/identities/{id2}/credentials/{cid2}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let took = within(|| async { !introspect(&http, &b_url, &admin, &kept).await }).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "credential revocation took {took:?} to deactivate its token on node B"
+    );
+
     b.shutdown().await;
     drop(a);
     drop_pg_database(&db).await;

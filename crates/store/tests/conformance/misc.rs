@@ -134,6 +134,31 @@ pub async fn revoked_tokens(store: Arc<dyn Store>) {
     commit(&store, revoke("jti-1", None)).await;
     commit(&store, revoke("jti-2", None)).await;
     assert!(store.is_token_revoked("jti-2").await.unwrap());
+
+    // The listing a node mirrors in memory: unexpired entries only, latest expiry first, bounded.
+    commit(
+        &store,
+        Change::new()
+            .with(Mutation::RevokeToken {
+                jti: "gone".into(),
+                identity_id: None,
+                expires_at: at(10),
+            })
+            .with(Mutation::RevokeToken {
+                jti: "later".into(),
+                identity_id: None,
+                expires_at: at(7200),
+            }),
+    )
+    .await;
+    let listed = store.list_revoked_tokens(at(60), 10).await.unwrap();
+    let jtis: Vec<&str> = listed.iter().map(|t| t.jti.as_str()).collect();
+    assert_eq!(jtis[0], "later", "latest expiry first: {jtis:?}");
+    let mut rest = jtis[1..].to_vec();
+    rest.sort_unstable();
+    assert_eq!(rest, ["jti-1", "jti-2"], "expired entries are not listed");
+    assert_eq!(listed[0].expires_at, at(7200));
+    assert_eq!(store.list_revoked_tokens(at(60), 1).await.unwrap().len(), 1);
 }
 
 pub async fn claim_once_detects_replays(store: Arc<dyn Store>) {
