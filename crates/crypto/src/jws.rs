@@ -28,6 +28,8 @@ pub enum JwsAlg {
     PS256,
     PS384,
     PS512,
+    /// ECDSA P-384 / SHA-384 (external issuers such as some cloud platforms sign with it).
+    ES384,
 }
 
 impl JwsAlg {
@@ -41,6 +43,7 @@ impl JwsAlg {
         JwsAlg::PS256,
         JwsAlg::PS384,
         JwsAlg::PS512,
+        JwsAlg::ES384,
     ];
 
     /// Exact, case-sensitive match of the JOSE name.
@@ -54,6 +57,7 @@ impl JwsAlg {
             "PS256" => JwsAlg::PS256,
             "PS384" => JwsAlg::PS384,
             "PS512" => JwsAlg::PS512,
+            "ES384" => JwsAlg::ES384,
             _ if s.eq_ignore_ascii_case("none") => {
                 return Err(CryptoError::UnsupportedAlgorithm(
                     "unsigned tokens (alg none) are not accepted".into(),
@@ -82,6 +86,7 @@ impl JwsAlg {
             JwsAlg::PS256 => "PS256",
             JwsAlg::PS384 => "PS384",
             JwsAlg::PS512 => "PS512",
+            JwsAlg::ES384 => "ES384",
         }
     }
 
@@ -91,6 +96,7 @@ impl JwsAlg {
             (self, key),
             (JwsAlg::EdDSA, PublicJwk::Ed25519 { .. })
                 | (JwsAlg::ES256, PublicJwk::P256 { .. })
+                | (JwsAlg::ES384, PublicJwk::P384 { .. })
                 | (
                     JwsAlg::RS256
                         | JwsAlg::RS384
@@ -111,7 +117,7 @@ impl JwsAlg {
             JwsAlg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
             JwsAlg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
             JwsAlg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-            JwsAlg::EdDSA | JwsAlg::ES256 => return None,
+            JwsAlg::EdDSA | JwsAlg::ES256 | JwsAlg::ES384 => return None,
         })
     }
 }
@@ -256,6 +262,16 @@ fn verify_raw(alg: JwsAlg, key: &PublicJwk, msg: &[u8], sig: &[u8]) -> Result<()
             }
             UnparsedPublicKey::new(
                 &signature::ECDSA_P256_SHA256_FIXED,
+                PublicJwk::sec1_point(x, y),
+            )
+            .verify(msg, sig)
+        }
+        PublicJwk::P384 { x, y } => {
+            if sig.len() != 96 {
+                return Err(CryptoError::BadSignature);
+            }
+            UnparsedPublicKey::new(
+                &signature::ECDSA_P384_SHA384_FIXED,
                 PublicJwk::sec1_point(x, y),
             )
             .verify(msg, sig)
@@ -600,6 +616,10 @@ impl KeySet {
                     &signature::ECDSA_P256_SHA256_FIXED,
                     PublicJwk::sec1_point(x, y),
                 )),
+                PublicJwk::P384 { x, y } => Some(ParsedPublicKey::new(
+                    &signature::ECDSA_P384_SHA384_FIXED,
+                    PublicJwk::sec1_point(x, y),
+                )),
                 PublicJwk::Rsa { .. } => None,
             }
             .transpose()
@@ -704,7 +724,7 @@ pub(crate) mod tests {
             assert_eq!(JwsAlg::parse(a.as_str()), Ok(*a));
         }
         for bad in [
-            "none", "None", "NONE", "HS256", "HS384", "HS512", "hs256", "ES256K", "ES384",
+            "none", "None", "NONE", "HS256", "HS384", "HS512", "hs256", "ES256K", "ES512",
             "EdDSA ", "eddsa", "", "RSA-OAEP",
         ] {
             assert!(
@@ -1176,7 +1196,7 @@ pub(crate) mod tests {
     fn keyset_skips_unsupported_and_rejects_invalid() {
         let (k, _) = SigningKey::generate(SigningAlg::EdDSA, "k1".into()).unwrap();
         let jwks = json!({"keys": [
-            {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA", "kid": "p384"},
+            {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "p521"},
             {"kty": "oct", "kid": "sym"},
             {"kty": "OKP", "crv": "X25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "x"},
             k.public_jwk(),
