@@ -104,6 +104,15 @@ pub enum Mutation {
         finding: crate::FindingRecord,
         expected_version: i64,
     },
+    /// Stores a trust policy; `Conflict` when its name is taken, `NotFound` for an unknown identity.
+    InsertTrustPolicy(crate::TrustPolicyRecord),
+    /// Replaces a trust policy; `Stale` unless the stored version equals `expected_version`.
+    UpdateTrustPolicy {
+        policy: crate::TrustPolicyRecord,
+        expected_version: i64,
+    },
+    /// Deletes a trust policy; `Stale` unless the stored version equals `expected_version`.
+    DeleteTrustPolicy { id: Uuid, expected_version: i64 },
 }
 
 /// A token-signing key, private half encrypted under the master key.
@@ -153,6 +162,8 @@ pub enum Notice {
     CredentialsOf(Uuid),
     /// The signing keys changed.
     Keys,
+    /// A trust policy was created, changed or deleted.
+    TrustPolicies,
     /// Notices may have been missed (the listener reconnected or lagged): drop every cache.
     Resync,
 }
@@ -166,6 +177,7 @@ impl Notice {
             Self::CredentialsOf(id) => format!("credentials-of:{id}"),
             Self::Keys => "keys".into(),
             Self::Resync => "resync".into(),
+            Self::TrustPolicies => "trust-policies".into(),
         }
     }
 
@@ -178,6 +190,7 @@ impl Notice {
             "credentials-of" => uuid().map(Self::CredentialsOf),
             "keys" => Some(Self::Keys),
             "resync" => Some(Self::Resync),
+            "trust-policies" => Some(Self::TrustPolicies),
             _ => None,
         }
     }
@@ -191,6 +204,9 @@ impl Notice {
                 Some(Self::CredentialsOf(*identity_id))
             }
             Mutation::InsertSigningKey(_) | Mutation::UpdateSigningKey(_) => Some(Self::Keys),
+            Mutation::InsertTrustPolicy(_)
+            | Mutation::UpdateTrustPolicy { .. }
+            | Mutation::DeleteTrustPolicy { .. } => Some(Self::TrustPolicies),
             _ => None,
         }
     }
