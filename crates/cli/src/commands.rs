@@ -195,6 +195,9 @@ struct IdentityFields {
     /// DNS name the identity may put in its certificates (repeatable; `*.suffix` allowed).
     #[arg(long = "allow-dns")]
     allowed_dns_names: Vec<String>,
+    /// Identity id that may act for this identity in token exchange (repeatable; RFC 8693 delegation).
+    #[arg(long = "may-act")]
+    may_act: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -595,6 +598,9 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
     }
     if !f.allowed_dns_names.is_empty() {
         m.insert("allowed_dns_names".into(), json!(f.allowed_dns_names));
+    }
+    if !f.may_act.is_empty() {
+        m.insert("may_act".into(), json!(f.may_act));
     }
     Ok(m)
 }

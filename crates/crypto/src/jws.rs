@@ -228,6 +228,18 @@ pub fn decode(token: &str) -> Result<Decoded, CryptoError> {
     })
 }
 
+/// The payload of a compact JWS as a JSON object, WITHOUT any check (no signature, no algorithm):
+/// only for routing (which issuer's keys to use) and for audit context. Never trust its content.
+pub fn peek_claims(token: &str) -> Option<Map<String, Value>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (_, p) = (parts.next()?, parts.next()?);
+    let payload = b64::url_decode(p).ok()?;
+    parse_object(&payload)
+}
+
 /// Verifies `decoded`'s signature with `key`. The header alg must be in `allowed` AND fit the key type.
 /// ES256 signatures are the 64-byte JOSE `r || s` form; RSA keys under 2048 bits never verify.
 pub fn verify(decoded: &Decoded, key: &PublicJwk, allowed: &[JwsAlg]) -> Result<(), CryptoError> {
@@ -636,6 +648,37 @@ impl KeySet {
         Ok(Self {
             keys: Arc::new(map),
         })
+    }
+
+    /// From a JWK Set published by an external issuer (federation): keys that are unsupported,
+    /// invalid or weak are skipped (returned as reasons) rather than failing the set, keys without a
+    /// `kid` are skipped, and at most `max_keys` keys are read. Fails only when `jwks` is not a JWK
+    /// Set or two usable keys share a kid.
+    pub fn from_foreign_jwks(
+        jwks: &Value,
+        max_keys: usize,
+    ) -> Result<(Self, Vec<String>), CryptoError> {
+        let keys = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("JWKS must be an object with a \"keys\" array"))?;
+        let mut usable = Vec::with_capacity(keys.len().min(max_keys));
+        let mut skipped = Vec::new();
+        for (i, k) in keys.iter().take(max_keys).enumerate() {
+            let kid = k.get("kid").and_then(Value::as_str).unwrap_or("");
+            match parse_public_jwk(k) {
+                Ok(p) if p.kid.is_none() => skipped.push(format!("key {i}: no kid")),
+                Ok(p) => match p.alg.as_deref().map(JwsAlg::parse).transpose() {
+                    Ok(_) => usable.push(k.clone()),
+                    Err(e) => skipped.push(format!("key {i} ({kid}): {e}")),
+                },
+                Err(e) => skipped.push(format!("key {i} ({kid}): {e}")),
+            }
+        }
+        if keys.len() > max_keys {
+            skipped.push(format!("{} keys beyond the first {max_keys} ignored", keys.len() - max_keys));
+        }
+        Ok((Self::from_keys(&usable)?, skipped))
     }
 
     pub fn len(&self) -> usize {

@@ -113,10 +113,15 @@ pub fn spawn_invalidator(
                     false
                 }
                 Ok(Notice::Keys) => true,
+                Ok(Notice::TrustPolicies) => {
+                    state.federation.invalidate();
+                    false
+                }
                 // Notices may have been missed: forget everything cached.
                 Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
                     state.identities.clear();
                     state.invalidate_all_credentials();
+                    state.federation.invalidate();
                     true
                 }
                 Err(RecvError::Closed) => return,
