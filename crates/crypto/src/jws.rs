@@ -676,7 +676,10 @@ impl KeySet {
             }
         }
         if keys.len() > max_keys {
-            skipped.push(format!("{} keys beyond the first {max_keys} ignored", keys.len() - max_keys));
+            skipped.push(format!(
+                "{} keys beyond the first {max_keys} ignored",
+                keys.len() - max_keys
+            ));
         }
         Ok((Self::from_keys(&usable)?, skipped))
     }
@@ -921,7 +924,7 @@ pub(crate) mod tests {
             // the JWK JSON text.
             let raw = match k.public_key() {
                 PublicJwk::Ed25519 { x } => x.clone(),
-                PublicJwk::P256 { x, y } => PublicJwk::sec1_point(x, y),
+                PublicJwk::P256 { x, y } | PublicJwk::P384 { x, y } => PublicJwk::sec1_point(x, y),
                 PublicJwk::Rsa { n, .. } => n.clone(),
             };
             let jwk_text = k.public_jwk().to_string().into_bytes();
@@ -1217,6 +1220,53 @@ pub(crate) mod tests {
             verify(&decode(&t).unwrap(), &jwk, JwsAlg::ASYMMETRIC),
             Err(CryptoError::BadSignature)
         );
+    }
+
+    #[test]
+    fn es384_verifies_with_p384_keys_only() {
+        let kp = EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+        let pt = kp.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-384", "kid": "p384",
+            "x": b64::url_encode(&pt[1..49]), "y": b64::url_encode(&pt[49..97])});
+        let parsed = parse_public_jwk(&jwk).unwrap();
+        assert!(matches!(parsed.key, PublicJwk::P384 { .. }));
+        assert_eq!(
+            PublicJwk::P384 {
+                x: pt[1..49].to_vec(),
+                y: pt[49..97].to_vec()
+            }
+            .to_json()["crv"],
+            "P-384"
+        );
+        let h = json!({"alg": "ES384", "kid": "p384"});
+        let input = format!(
+            "{}.{}",
+            b64::url_encode(h.to_string().as_bytes()),
+            b64::url_encode(claims().to_string().as_bytes())
+        );
+        let sig = kp.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        let t = format!("{input}.{}", b64::url_encode(sig.as_ref()));
+        let ks = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
+        assert!(ks.verify(&t, None).is_ok());
+        // Tampered, and ES384 on a P-256 key, fail.
+        let bad = format!("{input}.{}", b64::url_encode(&[0u8; 96]));
+        assert_eq!(
+            ks.verify(&bad, None).unwrap_err(),
+            CryptoError::BadSignature
+        );
+        let (p256, _) = SigningKey::generate(SigningAlg::ES256, "p256".into()).unwrap();
+        assert!(matches!(
+            verify(&decode(&t).unwrap(), p256.public_key(), JwsAlg::ASYMMETRIC),
+            Err(CryptoError::UnsupportedAlgorithm(_))
+        ));
+        // External key sets skip what they cannot use instead of failing.
+        let (ks, skipped) = KeySet::from_foreign_jwks(
+            &json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "weak"}, p256.public_jwk()]}),
+            64,
+        )
+        .unwrap();
+        assert_eq!((ks.len(), skipped.len()), (1, 2));
+        assert!(peek_claims(&t).is_some_and(|c| c.get("sub").is_some()));
     }
 
     #[test]

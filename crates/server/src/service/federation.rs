@@ -302,7 +302,7 @@ const ACTOR_REFUSED: &str = "the actor_token was not accepted";
 /// Where a presented token came from, once verified.
 enum Source {
     /// A Steward access token.
-    Steward(AccessClaims),
+    Steward(Box<AccessClaims>),
     /// An external JWT accepted by a trust policy.
     External {
         policy: Arc<LoadedPolicy>,
@@ -985,7 +985,7 @@ impl Inner {
         }
         Ok(Party {
             identity: v.identity,
-            source: Source::Steward(v.claims),
+            source: Source::Steward(Box::new(v.claims)),
         })
     }
 
