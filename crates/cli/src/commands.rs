@@ -68,6 +68,11 @@ enum Command {
     Agent(crate::cmd_agent::AgentArgs),
     /// Find leaked secrets in files and git history (exit 1 when any is found).
     Scan(crate::cmd_scan::ScanArgs),
+    /// Trust policies: which external tokens (CI/CD, Kubernetes, OIDC) exchange for which identity.
+    #[command(subcommand)]
+    TrustPolicy(crate::cmd_trust::TrustPolicyCmd),
+    /// Exchange a token (external JWT or Steward token, optionally with an actor) for a Steward token (RFC 8693).
+    TokenExchange(crate::cmd_trust::TokenExchangeArgs),
 }
 
 #[derive(Args)]
@@ -136,6 +141,18 @@ struct ServeArgs {
     /// (localhost, 127.0.0.1 and ::1 are always included).
     #[arg(long, env = "STEWARD_TLS_SAN", value_delimiter = ',')]
     tls_san: Option<Vec<String>>,
+    /// Most actors in one token-exchange delegation chain (default 3).
+    #[arg(long, env = "STEWARD_MAX_DELEGATION_DEPTH")]
+    max_delegation_depth: Option<u32>,
+    /// Clock skew tolerated on external tokens' exp/nbf/iat, in seconds (default 60).
+    #[arg(long, env = "STEWARD_FEDERATION_CLOCK_SKEW_SECS")]
+    federation_clock_skew_secs: Option<u32>,
+    /// How long fetched JWK Sets of external issuers are used, in seconds (default 300).
+    #[arg(long, env = "STEWARD_JWKS_CACHE_TTL_SECS")]
+    jwks_cache_ttl_secs: Option<u64>,
+    /// Shortest interval between two fetches of one JWKS URL, in seconds (default 30).
+    #[arg(long, env = "STEWARD_JWKS_REFRESH_INTERVAL_SECS")]
+    jwks_refresh_interval_secs: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -195,6 +212,9 @@ struct IdentityFields {
     /// DNS name the identity may put in its certificates (repeatable; `*.suffix` allowed).
     #[arg(long = "allow-dns")]
     allowed_dns_names: Vec<String>,
+    /// Identity id that may act for this identity in token exchange (repeatable; RFC 8693 delegation).
+    #[arg(long = "may-act")]
+    may_act: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -366,6 +386,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Agent(a) => crate::cmd_agent::agent(cli.server.clone(), &cli.credentials, a).await,
         Command::Scan(a) => crate::cmd_scan::scan(a, &cli.credentials, json_out).await,
+        Command::TrustPolicy(c) => crate::cmd_trust::trust_policy(mk()?, c, json_out).await,
+        Command::TokenExchange(a) => {
+            crate::cmd_trust::token_exchange(cli.server.clone(), &cli.credentials, a, json_out).await
+        }
     }
 }
 
@@ -401,6 +425,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         max_key_age_days => registry.max_key_age_days, checkpoint_interval_secs => checkpoint_interval_secs,
         max_body_bytes => max_body_bytes, auth_failure_limit => auth_failure_limit, dpop_require_nonce => dpop_require_nonce,
         cache_ttl_secs => cache_ttl_secs, tls_san => pki.tls_san);
+    set!(max_delegation_depth => federation.max_delegation_depth,
+        federation_clock_skew_secs => federation.clock_skew_secs,
+        jwks_cache_ttl_secs => federation.jwks_cache_ttl_secs,
+        jwks_refresh_interval_secs => federation.jwks_refresh_interval_secs);
     if a.insecure_http {
         cfg.insecure_http = true;
     }
@@ -595,6 +623,9 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
     }
     if !f.allowed_dns_names.is_empty() {
         m.insert("allowed_dns_names".into(), json!(f.allowed_dns_names));
+    }
+    if !f.may_act.is_empty() {
+        m.insert("may_act".into(), json!(f.may_act));
     }
     Ok(m)
 }

@@ -7,6 +7,7 @@ mod cmd_agent;
 mod cmd_cert;
 mod cmd_policy;
 mod cmd_scan;
+mod cmd_trust;
 mod commands;
 mod output;
 

@@ -149,6 +149,9 @@ pub struct Identity {
     /// name one label below `suffix`.
     #[serde(default)]
     pub allowed_dns_names: Vec<String>,
+    /// Identity ids that may act for this identity in token exchange (RFC 8693 delegation).
+    #[serde(default)]
+    pub may_act: Vec<String>,
 }
 
 /// The fields a caller supplies to create an identity.
@@ -168,6 +171,7 @@ pub struct NewIdentity {
     pub token_lifetime_secs: Option<u32>,
     pub require_dpop: bool,
     pub allowed_dns_names: Vec<String>,
+    pub may_act: Vec<String>,
 }
 
 /// A partial update; `None` leaves a field as it is. Name, kind and environment are immutable
@@ -185,6 +189,7 @@ pub struct IdentityPatch {
     pub token_lifetime_secs: Option<Option<u32>>,
     pub require_dpop: Option<bool>,
     pub allowed_dns_names: Option<Vec<String>>,
+    pub may_act: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -223,6 +228,7 @@ impl Identity {
         let vendor = validate_vendor(kind, req.vendor.as_deref())?;
         validate_token_lifetime(req.token_lifetime_secs, policy)?;
         let allowed_dns_names = validate_dns_names(&req.allowed_dns_names)?;
+        let may_act = crate::trust::validate_may_act(&req.may_act)?;
         let status = if kind == IdentityKind::Integration {
             IdentityStatus::PendingApproval
         } else {
@@ -253,6 +259,7 @@ impl Identity {
             updated_at: now,
             version: 1,
             allowed_dns_names,
+            may_act,
         })
     }
 
@@ -408,6 +415,9 @@ impl Identity {
         }
         if let Some(d) = patch.allowed_dns_names {
             next.allowed_dns_names = validate_dns_names(&d)?;
+        }
+        if let Some(m) = patch.may_act {
+            next.may_act = crate::trust::validate_may_act(&m)?;
         }
         next.updated_at = now;
         next.version += 1;

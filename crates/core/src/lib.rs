@@ -11,6 +11,7 @@ pub mod identity;
 pub mod owner;
 pub mod policy;
 pub mod scope;
+pub mod trust;
 
 pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -21,6 +21,8 @@ pub enum PublicJwk {
     Ed25519 { x: Vec<u8> },
     /// EC / P-256: affine coordinates, 32 bytes each.
     P256 { x: Vec<u8>, y: Vec<u8> },
+    /// EC / P-384: affine coordinates, 48 bytes each (ES384, accepted from external issuers).
+    P384 { x: Vec<u8>, y: Vec<u8> },
     /// RSA: modulus and public exponent, big-endian.
     Rsa { n: Vec<u8>, e: Vec<u8> },
 }
@@ -62,19 +64,24 @@ pub fn parse_public_jwk(v: &Value) -> Result<ParsedJwk, CryptoError> {
             PublicJwk::Ed25519 { x }
         }
         "EC" => {
-            match opt_str(obj, "crv")? {
-                Some("P-256") => {}
-                Some(_) => return Err(unsupported("unsupported EC curve (only P-256)")),
+            let size = match opt_str(obj, "crv")? {
+                Some("P-256") => 32,
+                Some("P-384") => 48,
+                Some(_) => return Err(unsupported("unsupported EC curve (only P-256 and P-384)")),
                 None => return Err(malformed("JWK has no crv")),
-            }
+            };
             let x = b64_member(obj, "x")?;
             let y = b64_member(obj, "y")?;
-            if x.len() != 32 || y.len() != 32 {
-                return Err(CryptoError::InvalidKey(
-                    "P-256 coordinates must be 32 bytes each".into(),
-                ));
+            if x.len() != size || y.len() != size {
+                return Err(CryptoError::InvalidKey(format!(
+                    "EC coordinates must be {size} bytes each for this curve"
+                )));
             }
-            PublicJwk::P256 { x, y }
+            if size == 32 {
+                PublicJwk::P256 { x, y }
+            } else {
+                PublicJwk::P384 { x, y }
+            }
         }
         "RSA" => {
             let n = strip_leading_zeros(b64_member(obj, "n")?);
@@ -122,6 +129,11 @@ impl PublicJwk {
                 b64::url_encode(x),
                 b64::url_encode(y)
             ),
+            PublicJwk::P384 { x, y } => format!(
+                r#"{{"crv":"P-384","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64::url_encode(x),
+                b64::url_encode(y)
+            ),
             PublicJwk::Rsa { n, e } => format!(
                 r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
                 b64::url_encode(e),
@@ -146,6 +158,12 @@ impl PublicJwk {
                 m.insert("x".into(), b64::url_encode(x).into());
                 m.insert("y".into(), b64::url_encode(y).into());
             }
+            PublicJwk::P384 { x, y } => {
+                m.insert("kty".into(), "EC".into());
+                m.insert("crv".into(), "P-384".into());
+                m.insert("x".into(), b64::url_encode(x).into());
+                m.insert("y".into(), b64::url_encode(y).into());
+            }
             PublicJwk::Rsa { n, e } => {
                 m.insert("kty".into(), "RSA".into());
                 m.insert("n".into(), b64::url_encode(n).into());
@@ -159,7 +177,7 @@ impl PublicJwk {
     pub fn kty(&self) -> &'static str {
         match self {
             PublicJwk::Ed25519 { .. } => "OKP",
-            PublicJwk::P256 { .. } => "EC",
+            PublicJwk::P256 { .. } | PublicJwk::P384 { .. } => "EC",
             PublicJwk::Rsa { .. } => "RSA",
         }
     }
@@ -193,6 +211,16 @@ impl PublicJwk {
                 ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, Self::sec1_point(x, y))
                     .map(drop)
                     .map_err(|_| CryptoError::InvalidKey("EC point is not on P-256".into()))
+            }
+            PublicJwk::P384 { x, y } => {
+                if x.len() != 48 || y.len() != 48 {
+                    return Err(CryptoError::InvalidKey(
+                        "P-384 coordinates must be 48 bytes each".into(),
+                    ));
+                }
+                ParsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, Self::sec1_point(x, y))
+                    .map(drop)
+                    .map_err(|_| CryptoError::InvalidKey("EC point is not on P-384".into()))
             }
             PublicJwk::Rsa { n, e } => {
                 check_rsa_size(n)?;
@@ -400,7 +428,7 @@ pub(crate) mod tests {
             Err(CryptoError::UnsupportedAlgorithm(_))
         ));
         for v in [
-            json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}),
+            json!({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"}),
             json!({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"}),
             json!({"kty": "OKP", "crv": "X25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}),
             json!({"kty": "OKP", "crv": "Ed448", "x": "AA"}),

@@ -28,6 +28,8 @@ pub enum JwsAlg {
     PS256,
     PS384,
     PS512,
+    /// ECDSA P-384 / SHA-384 (external issuers such as some cloud platforms sign with it).
+    ES384,
 }
 
 impl JwsAlg {
@@ -41,6 +43,7 @@ impl JwsAlg {
         JwsAlg::PS256,
         JwsAlg::PS384,
         JwsAlg::PS512,
+        JwsAlg::ES384,
     ];
 
     /// Exact, case-sensitive match of the JOSE name.
@@ -54,6 +57,7 @@ impl JwsAlg {
             "PS256" => JwsAlg::PS256,
             "PS384" => JwsAlg::PS384,
             "PS512" => JwsAlg::PS512,
+            "ES384" => JwsAlg::ES384,
             _ if s.eq_ignore_ascii_case("none") => {
                 return Err(CryptoError::UnsupportedAlgorithm(
                     "unsigned tokens (alg none) are not accepted".into(),
@@ -82,6 +86,7 @@ impl JwsAlg {
             JwsAlg::PS256 => "PS256",
             JwsAlg::PS384 => "PS384",
             JwsAlg::PS512 => "PS512",
+            JwsAlg::ES384 => "ES384",
         }
     }
 
@@ -91,6 +96,7 @@ impl JwsAlg {
             (self, key),
             (JwsAlg::EdDSA, PublicJwk::Ed25519 { .. })
                 | (JwsAlg::ES256, PublicJwk::P256 { .. })
+                | (JwsAlg::ES384, PublicJwk::P384 { .. })
                 | (
                     JwsAlg::RS256
                         | JwsAlg::RS384
@@ -111,7 +117,7 @@ impl JwsAlg {
             JwsAlg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
             JwsAlg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
             JwsAlg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-            JwsAlg::EdDSA | JwsAlg::ES256 => return None,
+            JwsAlg::EdDSA | JwsAlg::ES256 | JwsAlg::ES384 => return None,
         })
     }
 }
@@ -222,6 +228,18 @@ pub fn decode(token: &str) -> Result<Decoded, CryptoError> {
     })
 }
 
+/// The payload of a compact JWS as a JSON object, WITHOUT any check (no signature, no algorithm):
+/// only for routing (which issuer's keys to use) and for audit context. Never trust its content.
+pub fn peek_claims(token: &str) -> Option<Map<String, Value>> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (_, p) = (parts.next()?, parts.next()?);
+    let payload = b64::url_decode(p).ok()?;
+    parse_object(&payload)
+}
+
 /// Verifies `decoded`'s signature with `key`. The header alg must be in `allowed` AND fit the key type.
 /// ES256 signatures are the 64-byte JOSE `r || s` form; RSA keys under 2048 bits never verify.
 pub fn verify(decoded: &Decoded, key: &PublicJwk, allowed: &[JwsAlg]) -> Result<(), CryptoError> {
@@ -256,6 +274,16 @@ fn verify_raw(alg: JwsAlg, key: &PublicJwk, msg: &[u8], sig: &[u8]) -> Result<()
             }
             UnparsedPublicKey::new(
                 &signature::ECDSA_P256_SHA256_FIXED,
+                PublicJwk::sec1_point(x, y),
+            )
+            .verify(msg, sig)
+        }
+        PublicJwk::P384 { x, y } => {
+            if sig.len() != 96 {
+                return Err(CryptoError::BadSignature);
+            }
+            UnparsedPublicKey::new(
+                &signature::ECDSA_P384_SHA384_FIXED,
                 PublicJwk::sec1_point(x, y),
             )
             .verify(msg, sig)
@@ -600,6 +628,10 @@ impl KeySet {
                     &signature::ECDSA_P256_SHA256_FIXED,
                     PublicJwk::sec1_point(x, y),
                 )),
+                PublicJwk::P384 { x, y } => Some(ParsedPublicKey::new(
+                    &signature::ECDSA_P384_SHA384_FIXED,
+                    PublicJwk::sec1_point(x, y),
+                )),
                 PublicJwk::Rsa { .. } => None,
             }
             .transpose()
@@ -616,6 +648,40 @@ impl KeySet {
         Ok(Self {
             keys: Arc::new(map),
         })
+    }
+
+    /// From a JWK Set published by an external issuer (federation): keys that are unsupported,
+    /// invalid or weak are skipped (returned as reasons) rather than failing the set, keys without a
+    /// `kid` are skipped, and at most `max_keys` keys are read. Fails only when `jwks` is not a JWK
+    /// Set or two usable keys share a kid.
+    pub fn from_foreign_jwks(
+        jwks: &Value,
+        max_keys: usize,
+    ) -> Result<(Self, Vec<String>), CryptoError> {
+        let keys = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("JWKS must be an object with a \"keys\" array"))?;
+        let mut usable = Vec::with_capacity(keys.len().min(max_keys));
+        let mut skipped = Vec::new();
+        for (i, k) in keys.iter().take(max_keys).enumerate() {
+            let kid = k.get("kid").and_then(Value::as_str).unwrap_or("");
+            match parse_public_jwk(k) {
+                Ok(p) if p.kid.is_none() => skipped.push(format!("key {i}: no kid")),
+                Ok(p) => match p.alg.as_deref().map(JwsAlg::parse).transpose() {
+                    Ok(_) => usable.push(k.clone()),
+                    Err(e) => skipped.push(format!("key {i} ({kid}): {e}")),
+                },
+                Err(e) => skipped.push(format!("key {i} ({kid}): {e}")),
+            }
+        }
+        if keys.len() > max_keys {
+            skipped.push(format!(
+                "{} keys beyond the first {max_keys} ignored",
+                keys.len() - max_keys
+            ));
+        }
+        Ok((Self::from_keys(&usable)?, skipped))
     }
 
     pub fn len(&self) -> usize {
@@ -704,7 +770,7 @@ pub(crate) mod tests {
             assert_eq!(JwsAlg::parse(a.as_str()), Ok(*a));
         }
         for bad in [
-            "none", "None", "NONE", "HS256", "HS384", "HS512", "hs256", "ES256K", "ES384",
+            "none", "None", "NONE", "HS256", "HS384", "HS512", "hs256", "ES256K", "ES512",
             "EdDSA ", "eddsa", "", "RSA-OAEP",
         ] {
             assert!(
@@ -858,7 +924,7 @@ pub(crate) mod tests {
             // the JWK JSON text.
             let raw = match k.public_key() {
                 PublicJwk::Ed25519 { x } => x.clone(),
-                PublicJwk::P256 { x, y } => PublicJwk::sec1_point(x, y),
+                PublicJwk::P256 { x, y } | PublicJwk::P384 { x, y } => PublicJwk::sec1_point(x, y),
                 PublicJwk::Rsa { n, .. } => n.clone(),
             };
             let jwk_text = k.public_jwk().to_string().into_bytes();
@@ -1157,6 +1223,53 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn es384_verifies_with_p384_keys_only() {
+        let kp = EcdsaKeyPair::generate(&signature::ECDSA_P384_SHA384_FIXED_SIGNING).unwrap();
+        let pt = kp.public_key().as_ref();
+        let jwk = json!({"kty": "EC", "crv": "P-384", "kid": "p384",
+            "x": b64::url_encode(&pt[1..49]), "y": b64::url_encode(&pt[49..97])});
+        let parsed = parse_public_jwk(&jwk).unwrap();
+        assert!(matches!(parsed.key, PublicJwk::P384 { .. }));
+        assert_eq!(
+            PublicJwk::P384 {
+                x: pt[1..49].to_vec(),
+                y: pt[49..97].to_vec()
+            }
+            .to_json()["crv"],
+            "P-384"
+        );
+        let h = json!({"alg": "ES384", "kid": "p384"});
+        let input = format!(
+            "{}.{}",
+            b64::url_encode(h.to_string().as_bytes()),
+            b64::url_encode(claims().to_string().as_bytes())
+        );
+        let sig = kp.sign(&SystemRandom::new(), input.as_bytes()).unwrap();
+        let t = format!("{input}.{}", b64::url_encode(sig.as_ref()));
+        let ks = KeySet::from_jwks(&json!({"keys": [jwk]})).unwrap();
+        assert!(ks.verify(&t, None).is_ok());
+        // Tampered, and ES384 on a P-256 key, fail.
+        let bad = format!("{input}.{}", b64::url_encode(&[0u8; 96]));
+        assert_eq!(
+            ks.verify(&bad, None).unwrap_err(),
+            CryptoError::BadSignature
+        );
+        let (p256, _) = SigningKey::generate(SigningAlg::ES256, "p256".into()).unwrap();
+        assert!(matches!(
+            verify(&decode(&t).unwrap(), p256.public_key(), JwsAlg::ASYMMETRIC),
+            Err(CryptoError::UnsupportedAlgorithm(_))
+        ));
+        // External key sets skip what they cannot use instead of failing.
+        let (ks, skipped) = KeySet::from_foreign_jwks(
+            &json!({"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "s"}, {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "weak"}, p256.public_jwk()]}),
+            64,
+        )
+        .unwrap();
+        assert_eq!((ks.len(), skipped.len()), (1, 2));
+        assert!(peek_claims(&t).is_some_and(|c| c.get("sub").is_some()));
+    }
+
+    #[test]
     fn small_rsa_key_never_verifies() {
         let mut n = vec![0xffu8; 128];
         n[127] = 0xf1;
@@ -1176,7 +1289,7 @@ pub(crate) mod tests {
     fn keyset_skips_unsupported_and_rejects_invalid() {
         let (k, _) = SigningKey::generate(SigningAlg::EdDSA, "k1".into()).unwrap();
         let jwks = json!({"keys": [
-            {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA", "kid": "p384"},
+            {"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA", "kid": "p521"},
             {"kty": "oct", "kid": "sym"},
             {"kty": "OKP", "crv": "X25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "x"},
             k.public_jwk(),

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod trust;
 
 use std::collections::BTreeMap;
 
@@ -136,6 +137,9 @@ pub struct CreateIdentity {
     /// DNS names this identity may put in its certificates (`*.suffix` allows one label below).
     #[serde(default)]
     pub allowed_dns_names: Vec<String>,
+    /// Identity ids that may act for this identity in token exchange (RFC 8693 delegation).
+    #[serde(default)]
+    pub may_act: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -153,6 +157,9 @@ pub struct UpdateIdentity {
     pub token_lifetime_secs: Option<u32>,
     pub require_dpop: Option<bool>,
     pub allowed_dns_names: Option<Vec<String>>,
+    /// Replaces the identity ids that may act for this identity.
+    #[serde(default)]
+    pub may_act: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -187,6 +194,9 @@ pub struct IdentityView {
     /// DNS names this identity may put in its certificates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_dns_names: Vec<String>,
+    /// Identity ids that may act for this identity in token exchange.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub may_act: Vec<String>,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -222,6 +232,7 @@ impl IdentityView {
             token_lifetime_secs,
             require_dpop: i.require_dpop,
             allowed_dns_names: i.allowed_dns_names.clone(),
+            may_act: i.may_act.clone(),
             created_by: i.created_by.clone(),
             approved_by: i.approved_by.clone(),
             created_at: i.created_at,

@@ -80,6 +80,7 @@ async fn setup() -> Result<(steward_server::RunningServer, Fixture, tempfile::Te
                 token_lifetime_secs: None,
                 require_dpop: false,
                 allowed_dns_names: vec![],
+                may_act: vec![],
             },
         )
         .await

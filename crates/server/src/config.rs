@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub leak_webhook_url: Option<String>,
     /// ECDSA P-256 public keys that may sign leak reports (`POST /v1/leaks`), by key id.
     pub leak_report_keys: Vec<crate::service::leaks::LeakReportKey>,
+    /// Federation (trust policies, JWKS caching) and delegation (token exchange) settings.
+    pub federation: crate::service::federation::FederationConfig,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             pki: crate::pki::PkiConfig::default(),
             leak_webhook_url: None,
             leak_report_keys: Vec::new(),
+            federation: Default::default(),
         }
     }
 }
@@ -119,6 +122,7 @@ impl ServerConfig {
             ));
         }
         self.pki.validate()?;
+        self.federation.validate()?;
         crate::service::leaks::validate_config(
             &self.leak_report_keys,
             self.leak_webhook_url.as_deref(),

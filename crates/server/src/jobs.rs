@@ -124,6 +124,10 @@ pub fn spawn_invalidator(
                     state.revoked.insert(&jti, expires_at, now);
                     false
                 }
+                Ok(Notice::TrustPolicies) => {
+                    state.federation.invalidate();
+                    false
+                }
                 // Notices may have been missed: forget everything cached.
                 Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
                     state.identities.clear();
@@ -132,6 +136,7 @@ pub fn spawn_invalidator(
                     if let Err(e) = state.reload_revoked().await {
                         tracing::warn!(error = %e, "revoked-token reload after missed notices failed; asking the store until it succeeds");
                     }
+                    state.federation.invalidate();
                     true
                 }
                 Err(RecvError::Closed) => return,

@@ -185,6 +185,7 @@ pub async fn start(
         authz,
         pki: pki::PkiState::new(pki_snapshot),
         leak_notifier: service::leaks::Notifier::spawn(config.leak_webhook_url.clone()),
+        federation: service::federation::Federation::new(&config.federation),
         config,
     };
     let state = AppState(Arc::new(inner));

@@ -65,6 +65,8 @@ pub struct Inner {
     pub pki: crate::pki::PkiState,
     /// Owner notifications about revoked leaked keys (see `service::leaks`).
     pub leak_notifier: crate::service::leaks::Notifier,
+    /// Compiled trust policies and the JWKS cache of external issuers (see `service::federation`).
+    pub federation: crate::service::federation::Federation,
 }
 
 impl Inner {

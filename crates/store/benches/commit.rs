@@ -241,6 +241,7 @@ fn bench_identity(owner_id: Uuid, n: usize) -> Identity {
         updated_at: now,
         version: 1,
         allowed_dns_names: vec![],
+        may_act: vec![],
     }
 }
 

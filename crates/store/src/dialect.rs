@@ -325,7 +325,7 @@ macro_rules! identity_columns {
     () => {
         "id, name, kind, owner_id, purpose, environment, expires_at, scopes, default_scopes, audiences, \
          labels, vendor, status, status_reason, token_lifetime_secs, require_dpop, tokens_revoked_before, \
-         created_by, approved_by, approved_at, created_at, updated_at, version, allowed_dns_names"
+         created_by, approved_by, approved_at, created_at, updated_at, version, allowed_dns_names, may_act"
     };
 }
 macro_rules! credential_columns {

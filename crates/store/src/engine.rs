@@ -516,6 +516,20 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<Page<crate::FindingRecord>, StoreError> {
         crate::findings::list::<D>(&mut *self.conn().await?, q).await
     }
+
+    async fn get_trust_policy(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<crate::TrustPolicyRecord>, StoreError> {
+        crate::trust::get::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_trust_policies(
+        &self,
+        q: &crate::TrustPolicyQuery,
+    ) -> Result<Page<crate::TrustPolicyRecord>, StoreError> {
+        crate::trust::list::<D>(&mut *self.conn().await?, q).await
+    }
 }
 
 #[cfg(test)]

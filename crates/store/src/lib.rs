@@ -21,6 +21,7 @@ mod pki;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod trust;
 mod types;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use dialect::round_trips;
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
 pub use pki::PkiObject;
+pub use trust::{TrustPolicyQuery, TrustPolicyRecord};
 pub use types::*;
 
 /// Opens the store named by `url`: `sqlite://PATH` or `sqlite:PATH` (a file, created if missing),
@@ -181,6 +183,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_finding(&self, id: Uuid) -> Result<Option<FindingRecord>, StoreError>;
     /// Findings matching `q`, in id (creation) order, cursor-paginated.
     async fn list_findings(&self, q: &FindingQuery) -> Result<Page<FindingRecord>, StoreError>;
+
+    // ---- trust policies (federation) ----
+    async fn get_trust_policy(&self, id: Uuid) -> Result<Option<TrustPolicyRecord>, StoreError>;
+    /// Trust policies matching `q`, in id (creation) order, cursor-paginated.
+    async fn list_trust_policies(
+        &self,
+        q: &TrustPolicyQuery,
+    ) -> Result<Page<TrustPolicyRecord>, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {

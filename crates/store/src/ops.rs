@@ -108,7 +108,8 @@ fn identity_fields<'a>(s: Stmt<'a>, i: &'a Identity) -> Result<Stmt<'a>, StoreEr
         .time(i.created_at)
         .time(i.updated_at)
         .int(i.version)
-        .owned_text(to_json("allowed_dns_names", &i.allowed_dns_names)?))
+        .owned_text(to_json("allowed_dns_names", &i.allowed_dns_names)?)
+        .owned_text(to_json("may_act", &i.may_act)?))
 }
 
 fn credential_fields<'a>(s: Stmt<'a>, c: &'a Credential) -> Result<Stmt<'a>, StoreError> {
@@ -344,6 +345,9 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
             crate::findings::apply::<D>(conn, m).await?
         }
+        Mutation::InsertTrustPolicy(_)
+        | Mutation::UpdateTrustPolicy { .. }
+        | Mutation::DeleteTrustPolicy { .. } => crate::trust::apply::<D>(conn, m).await?,
     }
     Ok(())
 }
@@ -411,6 +415,9 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
             Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
                 crate::findings::check_text_of(m)?
             }
+            Mutation::InsertTrustPolicy(_)
+            | Mutation::UpdateTrustPolicy { .. }
+            | Mutation::DeleteTrustPolicy { .. } => crate::trust::check_text_of(m)?,
             Mutation::TouchCredential { .. } => {}
         }
     }

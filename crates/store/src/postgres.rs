@@ -148,6 +148,11 @@ impl Dialect for PgDialect {
             name: "leaks",
             sql: include_str!("../migrations/postgres/0004_leaks.sql"),
         },
+        Migration {
+            version: 5,
+            name: "federation",
+            sql: include_str!("../migrations/postgres/0005_federation.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, n: usize) {
@@ -238,14 +243,14 @@ static STATEMENTS: Statements = Statements {
         "INSERT INTO identities (",
         identity_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23, $24)"
+         $21, $22, $23, $24, $25)"
     ),
     update_identity: "UPDATE identities SET name = $1, kind = $2, owner_id = $3, purpose = $4, environment = $5, \
                       expires_at = $6, scopes = $7, default_scopes = $8, audiences = $9, labels = $10, \
                       vendor = $11, status = $12, status_reason = $13, token_lifetime_secs = $14, \
                       require_dpop = $15, tokens_revoked_before = $16, created_by = $17, approved_by = $18, \
                       approved_at = $19, created_at = $20, updated_at = $21, version = $22, \
-                      allowed_dns_names = $23 WHERE id = $24 AND version = $25",
+                      allowed_dns_names = $23, may_act = $24 WHERE id = $25 AND version = $26",
     identity_version: "SELECT version FROM identities WHERE id = $1",
     get_identity: concat!(
         "SELECT ",

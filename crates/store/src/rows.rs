@@ -177,6 +177,7 @@ pub(crate) fn identity<D: Dialect>(row: &Row<D>) -> Result<Identity, StoreError>
         updated_at: c.time("updated_at")?,
         version: c.int("version")?,
         allowed_dns_names: c.json("allowed_dns_names")?,
+        may_act: c.json("may_act")?,
     })
 }
 

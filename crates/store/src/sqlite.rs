@@ -207,6 +207,11 @@ impl Dialect for SqliteDialect {
             name: "leaks",
             sql: include_str!("../migrations/sqlite/0004_leaks.sql"),
         },
+        Migration {
+            version: 5,
+            name: "federation",
+            sql: include_str!("../migrations/sqlite/0005_federation.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {
@@ -313,13 +318,13 @@ static STATEMENTS: Statements = Statements {
     insert_identity: concat!(
         "INSERT INTO identities (",
         identity_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     update_identity: "UPDATE identities SET name = ?, kind = ?, owner_id = ?, purpose = ?, environment = ?, \
                       expires_at = ?, scopes = ?, default_scopes = ?, audiences = ?, labels = ?, vendor = ?, \
                       status = ?, status_reason = ?, token_lifetime_secs = ?, require_dpop = ?, \
                       tokens_revoked_before = ?, created_by = ?, approved_by = ?, approved_at = ?, created_at = ?, \
-                      updated_at = ?, version = ?, allowed_dns_names = ? WHERE id = ? AND version = ?",
+                      updated_at = ?, version = ?, allowed_dns_names = ?, may_act = ? WHERE id = ? AND version = ?",
     identity_version: "SELECT version FROM identities WHERE id = ?",
     get_identity: concat!(
         "SELECT ",

@@ -104,6 +104,15 @@ pub enum Mutation {
         finding: crate::FindingRecord,
         expected_version: i64,
     },
+    /// Stores a trust policy; `Conflict` when its name is taken, `NotFound` for an unknown identity.
+    InsertTrustPolicy(crate::TrustPolicyRecord),
+    /// Replaces a trust policy; `Stale` unless the stored version equals `expected_version`.
+    UpdateTrustPolicy {
+        policy: crate::TrustPolicyRecord,
+        expected_version: i64,
+    },
+    /// Deletes a trust policy; `Stale` unless the stored version equals `expected_version`.
+    DeleteTrustPolicy { id: Uuid, expected_version: i64 },
 }
 
 /// An access token revoked before its expiry (RFC 7009), remembered until `expires_at`.
@@ -162,6 +171,8 @@ pub enum Notice {
     Keys,
     /// This access token (by `jti`) was revoked before its expiry (unix seconds).
     TokenRevoked { jti: String, expires_at: i64 },
+    /// A trust policy was created, changed or deleted.
+    TrustPolicies,
     /// Notices may have been missed (the listener reconnected or lagged): drop every cache.
     Resync,
 }
@@ -176,6 +187,7 @@ impl Notice {
             Self::Keys => "keys".into(),
             Self::TokenRevoked { jti, expires_at } => format!("token-revoked:{expires_at}:{jti}"),
             Self::Resync => "resync".into(),
+            Self::TrustPolicies => "trust-policies".into(),
         }
     }
 
@@ -195,6 +207,7 @@ impl Notice {
                 })
             }
             "resync" => Some(Self::Resync),
+            "trust-policies" => Some(Self::TrustPolicies),
             _ => None,
         }
     }
@@ -214,6 +227,9 @@ impl Notice {
                 jti: jti.clone(),
                 expires_at: expires_at.unix_timestamp(),
             }),
+            Mutation::InsertTrustPolicy(_)
+            | Mutation::UpdateTrustPolicy { .. }
+            | Mutation::DeleteTrustPolicy { .. } => Some(Self::TrustPolicies),
             _ => None,
         }
     }

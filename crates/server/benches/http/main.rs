@@ -205,6 +205,7 @@ async fn start_fixture(
                     token_lifetime_secs: None,
                     require_dpop: false,
                     allowed_dns_names: vec![],
+                    may_act: vec![],
                 },
             )
             .await

@@ -13,7 +13,7 @@ use crate::state::AppState;
 /// RFC 8414 authorization-server metadata.
 pub async fn metadata(State(s): State<AppState>) -> Response {
     let algs = [
-        "EdDSA", "ES256", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+        "EdDSA", "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
     ];
     let body = json!({
         "issuer": s.issuer,
@@ -21,7 +21,7 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
         "jwks_uri": format!("{}/.well-known/jwks.json", s.issuer),
         "introspection_endpoint": format!("{}/oauth2/introspect", s.issuer),
         "revocation_endpoint": format!("{}/oauth2/revoke", s.issuer),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": ["client_credentials", crate::service::federation::TOKEN_EXCHANGE],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"],
         "tls_client_certificate_bound_access_tokens": true,

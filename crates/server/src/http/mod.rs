@@ -8,6 +8,7 @@ pub mod extract;
 pub mod leaks;
 pub mod meta;
 pub mod oauth;
+pub mod trust;
 
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use crate::state::AppState;
         certs::issue, certs::trust_bundle, certs::crl, certs::revoke, certs::list_cas, certs::rotate_ca,
         certs::create_device_ca, certs::list_device_cas, certs::delete_device_ca,
         certs::create_device_rule, certs::list_device_rules, certs::delete_device_rule,
+        trust::create, trust::list, trust::get, trust::update, trust::delete, trust::explain,
     ),
     components(schemas(steward_proto::ErrorBody, steward_proto::OAuthErrorBody)),
     modifiers(&BearerAuth),
@@ -138,6 +140,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/device-cas/{id}/rules/{rule}",
             delete(certs::delete_device_rule),
         )
+        .route(
+            "/v1/trust-policies",
+            post(trust::create).get(trust::list),
+        )
+        .route(
+            "/v1/trust-policies/{id}",
+            get(trust::get).patch(trust::update).delete(trust::delete),
+        )
+        .route("/v1/trust-policies/{id}/explain", post(trust::explain))
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))

@@ -3,6 +3,8 @@
 
 pub mod authz;
 pub mod certs;
+pub mod federation;
+pub mod jwks_cache;
 pub mod leaks;
 pub mod registry;
 pub mod tokens;

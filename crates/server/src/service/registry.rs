@@ -258,6 +258,7 @@ impl Inner {
             token_lifetime_secs: req.token_lifetime_secs,
             require_dpop: req.require_dpop,
             allowed_dns_names: req.allowed_dns_names,
+            may_act: req.may_act,
         };
         let identity = Identity::create(
             Uuid::now_v7(),
@@ -330,6 +331,7 @@ impl Inner {
             token_lifetime_secs: req.token_lifetime_secs.map(Some),
             require_dpop: req.require_dpop,
             allowed_dns_names: req.allowed_dns_names,
+            may_act: req.may_act,
         };
         identity.apply_patch(patch, new_owner.as_ref(), &self.config.registry, now)?;
         let event = ctx

@@ -172,6 +172,9 @@ pub struct AccessClaims {
     pub credential_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// RFC 8693 §4.1 delegation chain (see `service::federation`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub act: Option<steward_core::trust::Actor>,
 }
 
 /// `aud`: a string when there is one audience, an array otherwise (RFC 7519 §4.1.3).
@@ -617,6 +620,9 @@ impl Inner {
         let grant = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
+        if grant == super::federation::TOKEN_EXCHANGE {
+            return self.token_exchange(form, headers, ctx).await;
+        }
         if grant != "client_credentials" {
             let client = self
                 .authenticate_client(form, headers, ctx, "token.issue")
@@ -728,6 +734,7 @@ impl Inner {
             kind: identity.kind.as_str().to_owned(),
             credential_id: super::certs::credential_claim(client),
             cnf: super::certs::confirmation(jkt.clone(), client, ctx),
+            act: None,
         };
         let ring = self.ring();
         let token = ring.signer.sign_jwt("at+jwt", &claims).map_err(|_| {
@@ -779,7 +786,7 @@ impl Inner {
     }
 
     /// Verifies a DPoP proof if one was sent (or is required). Returns the key thumbprint to bind.
-    async fn check_dpop(
+    pub(crate) async fn check_dpop(
         &self,
         headers: &HeaderMap,
         identity: &Identity,
@@ -912,6 +919,9 @@ impl Inner {
         let issued = OffsetDateTime::from_unix_timestamp(claims.iat)
             .map_err(|_| "token iat is malformed")?;
         identity.token_still_valid(issued, now)?;
+        if let Some(act) = &claims.act {
+            self.check_actor_chain(act, now).await?;
+        }
         if let Some(cid) = claims.credential_id {
             match self.credential_by_id(cid).await {
                 Ok(Some(c)) => c.check_usable(now)?,
@@ -960,6 +970,9 @@ impl Inner {
                 });
                 if let Some(cnf) = c.cnf {
                     out["cnf"] = json!(cnf);
+                }
+                if let Some(act) = c.act {
+                    out["act"] = json!(act);
                 }
                 out
             }

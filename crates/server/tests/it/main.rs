@@ -5,6 +5,7 @@
 
 mod authz;
 mod certs;
+mod federation;
 mod harness;
 mod leaks;
 mod multi_node;

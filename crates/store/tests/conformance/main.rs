@@ -17,6 +17,7 @@ mod opening;
 mod pki;
 mod records;
 mod support;
+mod trust;
 
 conformance! {
     stores {
@@ -55,6 +56,7 @@ conformance! {
         pki::pki_objects_round_trip,
         authz::policy_versions_and_head,
         authz::exceptions,
+        trust::trust_policies_round_trip,
     }
     databases {
         commits::two_instances_share_one_log,

@@ -285,6 +285,7 @@ pub fn identity(owner: &Owner, name: &str, environment: &str) -> Identity {
         updated_at: T0,
         version: 1,
         allowed_dns_names: vec!["payments.internal".into(), "*.payments.internal".into()],
+        may_act: vec!["0190a0b0-0000-7000-8000-000000000009".into()],
     }
 }
 
