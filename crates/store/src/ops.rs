@@ -345,6 +345,10 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
             crate::findings::apply::<D>(conn, m).await?
         }
+        Mutation::InsertConsoleSession(_)
+        | Mutation::TouchConsoleSession { .. }
+        | Mutation::DeleteConsoleSession { .. }
+        | Mutation::PurgeConsoleSessions { .. } => crate::console::apply::<D>(conn, m).await?,
     }
     Ok(())
 }
@@ -413,6 +417,10 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
                 crate::findings::check_text_of(m)?
             }
             Mutation::TouchCredential { .. } => {}
+            Mutation::InsertConsoleSession(_)
+            | Mutation::TouchConsoleSession { .. }
+            | Mutation::DeleteConsoleSession { .. }
+            | Mutation::PurgeConsoleSessions { .. } => crate::console::check_text_of(m)?,
         }
     }
     for e in &change.audit {

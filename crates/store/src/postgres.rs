@@ -148,6 +148,11 @@ impl Dialect for PgDialect {
             name: "leaks",
             sql: include_str!("../migrations/postgres/0004_leaks.sql"),
         },
+        Migration {
+            version: 8,
+            name: "console",
+            sql: include_str!("../migrations/postgres/0008_console.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, n: usize) {

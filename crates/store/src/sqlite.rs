@@ -205,6 +205,11 @@ impl Dialect for SqliteDialect {
             name: "leaks",
             sql: include_str!("../migrations/sqlite/0004_leaks.sql"),
         },
+        Migration {
+            version: 8,
+            name: "console",
+            sql: include_str!("../migrations/sqlite/0008_console.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {

@@ -104,6 +104,19 @@ pub enum Mutation {
         finding: crate::FindingRecord,
         expected_version: i64,
     },
+    /// Starts a console session; `Conflict` when the id hash exists.
+    InsertConsoleSession(crate::ConsoleSession),
+    /// Records activity on a console session (and pushes its idle expiry), if it still exists
+    /// and was last seen before `last_seen_at`; silently ignores unknown sessions.
+    TouchConsoleSession {
+        id_hash: [u8; 32],
+        last_seen_at: OffsetDateTime,
+        idle_expires_at: OffsetDateTime,
+    },
+    /// Ends a console session; no error when it does not exist.
+    DeleteConsoleSession { id_hash: [u8; 32] },
+    /// Deletes every console session whose idle or absolute timeout has passed at `now`.
+    PurgeConsoleSessions { now: OffsetDateTime },
 }
 
 /// A token-signing key, private half encrypted under the master key.
