@@ -1,7 +1,7 @@
 //! Web-console storage: operator sessions shared by every node (stored by the hash of their id only),
 //! and the read models the console needs — grouped counts, name-prefix search, newest-first audit.
 
-use steward_core::{AuditRecord, Identity, to_micros};
+use steward_core::{AuditRecord, Identity, Outcome, to_micros};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -78,6 +78,7 @@ struct ConsoleStatements {
     finding_stats: &'static str,
     audit_seq_at: &'static str,
     count_audit_action: &'static str,
+    count_audit_action_outcome: &'static str,
     /// `AND name >= ? AND name < ?` in byte order.
     name_from: &'static str,
     name_to: &'static str,
@@ -110,6 +111,8 @@ static SQLITE: ConsoleStatements = ConsoleStatements {
                     GROUP BY type, severity, owasp_nhi, status ORDER BY 1, 2, 3, 4",
     audit_seq_at: "SELECT seq FROM audit WHERE time_us >= ? ORDER BY time_us, seq LIMIT 1",
     count_audit_action: "SELECT COUNT(*) AS n FROM audit WHERE action = ? AND seq >= ? AND seq < ?",
+    count_audit_action_outcome: "SELECT COUNT(*) AS n FROM audit WHERE action = ? AND seq >= ? AND seq < ? \
+                                 AND outcome = ?",
     name_from: " AND name >= ",
     name_to: " AND name < ",
 };
@@ -135,6 +138,8 @@ static POSTGRES: ConsoleStatements = ConsoleStatements {
                     GROUP BY type, severity, owasp_nhi, status ORDER BY 1, 2, 3, 4",
     audit_seq_at: "SELECT seq FROM audit WHERE time_us >= $1 ORDER BY time_us, seq LIMIT 1",
     count_audit_action: "SELECT COUNT(*) AS n FROM audit WHERE action = $1 AND seq >= $2 AND seq < $3",
+    count_audit_action_outcome: "SELECT COUNT(*) AS n FROM audit WHERE action = $1 AND seq >= $2 AND seq < $3 \
+                                 AND outcome = $4",
     // Byte order whatever the database's collation, matching the index on (name COLLATE "C").
     name_from: " AND name COLLATE \"C\" >= ",
     name_to: " AND name COLLATE \"C\" < ",
@@ -357,16 +362,24 @@ pub(crate) async fn audit_seq_at<D: Dialect>(
 pub(crate) async fn count_audit_action<D: Dialect>(
     conn: &mut Conn<D>,
     action: &str,
+    outcome: Option<Outcome>,
     from_seq: u64,
     to_seq: u64,
 ) -> Result<u64, StoreError> {
     if to_seq <= from_seq {
         return Ok(0);
     }
-    let stmt = Stmt::new(sql::<D>().count_audit_action)
-        .text(action)
-        .int(saturating_i64(from_seq))
-        .int(saturating_i64(to_seq));
+    let s = sql::<D>();
+    let mut stmt = Stmt::new(match outcome {
+        None => s.count_audit_action,
+        Some(_) => s.count_audit_action_outcome,
+    })
+    .text(action)
+    .int(saturating_i64(from_seq))
+    .int(saturating_i64(to_seq));
+    if let Some(o) = outcome {
+        stmt = stmt.text(o.as_str());
+    }
     let n = D::fetch_optional(conn, stmt)
         .await
         .map_err(db_error::<D>)?

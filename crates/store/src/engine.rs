@@ -549,11 +549,12 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn count_audit_action(
         &self,
         action: &str,
+        outcome: Option<steward_core::Outcome>,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<u64, StoreError> {
-        crate::console::count_audit_action::<D>(&mut *self.conn().await?, action, from_seq, to_seq)
-            .await
+        let mut conn = self.conn().await?;
+        crate::console::count_audit_action::<D>(&mut conn, action, outcome, from_seq, to_seq).await
     }
 }
 

@@ -197,10 +197,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Page<AuditRecord>, StoreError>;
     /// The seq of the first record (in time order) stamped at or after `at`, if any.
     async fn audit_seq_at(&self, at: OffsetDateTime) -> Result<Option<u64>, StoreError>;
-    /// Number of records with exactly this action and `from_seq <= seq < to_seq`.
+    /// Number of records with exactly this action (and outcome, if given) and
+    /// `from_seq <= seq < to_seq`. Without an outcome it is a count on the (action, seq) index.
     async fn count_audit_action(
         &self,
         action: &str,
+        outcome: Option<Outcome>,
         from_seq: u64,
         to_seq: u64,
     ) -> Result<u64, StoreError>;
