@@ -98,6 +98,8 @@ pub struct VerifyReport {
 
 /// Streaming verifier: feed records in stored order; it recomputes every leaf hash from the
 /// record's content, the hash chain, and the Merkle root at the checkpoint's size.
+/// Cloning it snapshots the state, so a caller can read a verdict and go on pushing.
+#[derive(Clone)]
 pub struct Verifier {
     next_seq: u64,
     prev_chain: Hash,

@@ -59,6 +59,8 @@ pub struct ServerConfig {
     pub leak_report_keys: Vec<crate::service::leaks::LeakReportKey>,
     /// Federation (trust policies, JWKS caching) and delegation (token exchange) settings.
     pub federation: crate::service::federation::FederationConfig,
+    /// The web console at `/ui` (`[console]`).
+    pub console: crate::console::ConsoleConfig,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +89,7 @@ impl Default for ServerConfig {
             leak_webhook_url: None,
             leak_report_keys: Vec::new(),
             federation: Default::default(),
+            console: crate::console::ConsoleConfig::default(),
         }
     }
 }

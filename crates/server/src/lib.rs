@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod jobs;

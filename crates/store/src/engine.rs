@@ -84,7 +84,7 @@ impl<D: Dialect> SqlStore<D> {
 }
 
 /// Clamps a requested page size to `1..=MAX_PAGE` (0 means the default).
-fn page_size(limit: u32) -> u32 {
+pub(crate) fn page_size(limit: u32) -> u32 {
     match limit {
         0 => DEFAULT_PAGE,
         n => n.min(MAX_PAGE),
@@ -93,7 +93,7 @@ fn page_size(limit: u32) -> u32 {
 
 /// Listing queries fetch one row more than the page holds; that row only tells whether another
 /// page follows, and is cut off here.
-fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
     let size = size as usize;
     let next = if items.len() > size {
         items.truncate(size);
@@ -150,7 +150,7 @@ fn action_filter(action: &str) -> ActionFilter<'_> {
 
 /// The least string greater than every string starting with `prefix` (in code point order, which
 /// is byte order for UTF-8), or `None` if there is none.
-fn prefix_successor(prefix: &str) -> Option<String> {
+pub(crate) fn prefix_successor(prefix: &str) -> Option<String> {
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let mut next = u32::from(last) + 1;
@@ -163,6 +163,88 @@ fn prefix_successor(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// The filters of an identity listing (everything but the cursor), appended to `b`.
+pub(crate) fn identity_filters<'a, D: Dialect>(b: &mut SqlBuilder<'a, D>, q: &'a IdentityQuery) {
+    let now = to_micros(q.now);
+    if let Some(owner) = q.owner_id {
+        b.sql(" AND owner_id = ").arg(Arg::uuid(owner));
+    }
+    if let Some(env) = &q.environment {
+        b.sql(" AND environment = ").arg(Arg::text(env));
+    }
+    if let Some(kind) = q.kind {
+        b.sql(" AND kind = ").arg(Arg::text(kind.as_str()));
+    }
+    if let Some(name) = &q.name {
+        b.sql(" AND name = ").arg(Arg::text(name));
+    }
+    if let Some(vendor) = &q.vendor {
+        b.sql(" AND vendor = ").arg(Arg::text(vendor));
+    }
+    match q.status {
+        None => {}
+        Some(IdentityStatus::Expired) => {
+            b.sql(
+                " AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ",
+            )
+            .arg(Arg::int(now));
+        }
+        Some(IdentityStatus::Retired) => {
+            b.sql(" AND status = ")
+                .arg(Arg::text(IdentityStatus::Retired.as_str()));
+        }
+        Some(live) => {
+            b.sql(" AND status = ")
+                .arg(Arg::text(live.as_str()))
+                .sql(" AND expires_at > ")
+                .arg(Arg::int(now));
+        }
+    }
+    if let Some(search) = &q.search {
+        let pattern = contains_pattern(search);
+        b.sql(" AND (name ")
+            .sql(D::ILIKE)
+            .sql(" ")
+            .arg(Arg::owned(pattern.clone()))
+            .sql(" ESCAPE '\\' OR purpose ")
+            .sql(D::ILIKE)
+            .sql(" ")
+            .arg(Arg::owned(pattern))
+            .sql(" ESCAPE '\\')");
+    }
+}
+
+/// The filters of an audit listing (everything but the cursor), appended to `b`.
+pub(crate) fn audit_filters<'a, D: Dialect>(b: &mut SqlBuilder<'a, D>, q: &'a AuditQuery) {
+    if let Some(id) = q.identity_id {
+        b.sql(" AND identity_id = ").arg(Arg::uuid(id));
+    }
+    match q.action.as_deref().map(action_filter) {
+        None | Some(ActionFilter::Any) => {}
+        Some(ActionFilter::Exact(a)) => {
+            b.sql(" AND action = ").arg(Arg::text(a));
+        }
+        Some(ActionFilter::Prefix { from, to }) => {
+            b.sql(" AND action >= ").arg(Arg::text(from));
+            if let Some(to) = to {
+                b.sql(" AND action < ").arg(Arg::owned(to));
+            }
+        }
+    }
+    if let Some(outcome) = q.outcome {
+        b.sql(" AND outcome = ").arg(Arg::text(outcome.as_str()));
+    }
+    if let Some(actor) = &q.actor {
+        b.sql(" AND actor = ").arg(Arg::text(actor));
+    }
+    if let Some(since) = q.since {
+        b.sql(" AND time_us >= ").arg(Arg::int(to_micros(since)));
+    }
+    if let Some(until) = q.until {
+        b.sql(" AND time_us < ").arg(Arg::int(to_micros(until)));
+    }
 }
 
 fn saturating_i64(v: u64) -> i64 {
@@ -231,58 +313,12 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn list_identities(&self, q: &IdentityQuery) -> Result<Page<Identity>, StoreError> {
         let size = page_size(q.limit);
-        let now = to_micros(q.now);
         let mut b = SqlBuilder::<D>::new(concat!(
             "SELECT ",
             identity_columns!(),
             " FROM identities WHERE 1 = 1"
         ));
-        if let Some(owner) = q.owner_id {
-            b.sql(" AND owner_id = ").arg(Arg::uuid(owner));
-        }
-        if let Some(env) = &q.environment {
-            b.sql(" AND environment = ").arg(Arg::text(env));
-        }
-        if let Some(kind) = q.kind {
-            b.sql(" AND kind = ").arg(Arg::text(kind.as_str()));
-        }
-        if let Some(name) = &q.name {
-            b.sql(" AND name = ").arg(Arg::text(name));
-        }
-        if let Some(vendor) = &q.vendor {
-            b.sql(" AND vendor = ").arg(Arg::text(vendor));
-        }
-        match q.status {
-            None => {}
-            Some(IdentityStatus::Expired) => {
-                b.sql(
-                    " AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ",
-                )
-                .arg(Arg::int(now));
-            }
-            Some(IdentityStatus::Retired) => {
-                b.sql(" AND status = ")
-                    .arg(Arg::text(IdentityStatus::Retired.as_str()));
-            }
-            Some(live) => {
-                b.sql(" AND status = ")
-                    .arg(Arg::text(live.as_str()))
-                    .sql(" AND expires_at > ")
-                    .arg(Arg::int(now));
-            }
-        }
-        if let Some(search) = &q.search {
-            let pattern = contains_pattern(search);
-            b.sql(" AND (name ")
-                .sql(D::ILIKE)
-                .sql(" ")
-                .arg(Arg::owned(pattern.clone()))
-                .sql(" ESCAPE '\\' OR purpose ")
-                .sql(D::ILIKE)
-                .sql(" ")
-                .arg(Arg::owned(pattern))
-                .sql(" ESCAPE '\\')");
-        }
+        identity_filters(&mut b, q);
         if let Some(after) = q.after {
             b.sql(" AND id > ").arg(Arg::uuid(after));
         }
@@ -405,33 +441,7 @@ impl<D: Dialect> Store for SqlStore<D> {
             audit_columns!(),
             " FROM audit WHERE 1 = 1"
         ));
-        if let Some(id) = q.identity_id {
-            b.sql(" AND identity_id = ").arg(Arg::uuid(id));
-        }
-        match q.action.as_deref().map(action_filter) {
-            None | Some(ActionFilter::Any) => {}
-            Some(ActionFilter::Exact(a)) => {
-                b.sql(" AND action = ").arg(Arg::text(a));
-            }
-            Some(ActionFilter::Prefix { from, to }) => {
-                b.sql(" AND action >= ").arg(Arg::text(from));
-                if let Some(to) = to {
-                    b.sql(" AND action < ").arg(Arg::owned(to));
-                }
-            }
-        }
-        if let Some(outcome) = q.outcome {
-            b.sql(" AND outcome = ").arg(Arg::text(outcome.as_str()));
-        }
-        if let Some(actor) = &q.actor {
-            b.sql(" AND actor = ").arg(Arg::text(actor));
-        }
-        if let Some(since) = q.since {
-            b.sql(" AND time_us >= ").arg(Arg::int(to_micros(since)));
-        }
-        if let Some(until) = q.until {
-            b.sql(" AND time_us < ").arg(Arg::int(to_micros(until)));
-        }
+        audit_filters(&mut b, q);
         if let Some(after) = q.after_seq {
             b.sql(" AND seq > ").arg(Arg::int(saturating_i64(after)));
         }
@@ -529,6 +539,52 @@ impl<D: Dialect> Store for SqlStore<D> {
         q: &crate::TrustPolicyQuery,
     ) -> Result<Page<crate::TrustPolicyRecord>, StoreError> {
         crate::trust::list::<D>(&mut *self.conn().await?, q).await
+    async fn get_console_session(
+        &self,
+        id_hash: &[u8],
+    ) -> Result<Option<crate::ConsoleSession>, StoreError> {
+        crate::console::get_session::<D>(&mut *self.conn().await?, id_hash).await
+    }
+
+    async fn identity_stats(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<Vec<crate::IdentityStat>, StoreError> {
+        crate::console::identity_stats::<D>(&mut *self.conn().await?, now).await
+    }
+
+    async fn finding_stats(&self) -> Result<Vec<crate::FindingStat>, StoreError> {
+        crate::console::finding_stats::<D>(&mut *self.conn().await?).await
+    }
+
+    async fn search_identities(
+        &self,
+        q: &crate::IdentitySearch,
+    ) -> Result<Page<Identity>, StoreError> {
+        crate::console::search_identities::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn audit_recent(
+        &self,
+        q: &AuditQuery,
+        before_seq: Option<u64>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        crate::console::audit_recent::<D>(&mut *self.conn().await?, q, before_seq).await
+    }
+
+    async fn audit_seq_at(&self, at: OffsetDateTime) -> Result<Option<u64>, StoreError> {
+        crate::console::audit_seq_at::<D>(&mut *self.conn().await?, at).await
+    }
+
+    async fn count_audit_action(
+        &self,
+        action: &str,
+        outcome: Option<steward_core::Outcome>,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        crate::console::count_audit_action::<D>(&mut conn, action, outcome, from_seq, to_seq).await
     }
 }
 

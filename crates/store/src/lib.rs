@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod authz;
+mod console;
 mod dialect;
 mod engine;
 mod findings;
@@ -27,6 +28,7 @@ mod writer;
 
 pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use dialect::round_trips;
+pub use console::{ConsoleSession, FindingStat, IdentitySearch, IdentityStat};
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
 pub use pki::PkiObject;
 pub use trust::{TrustPolicyQuery, TrustPolicyRecord};
@@ -191,6 +193,36 @@ pub trait Store: Send + Sync + 'static {
         &self,
         q: &TrustPolicyQuery,
     ) -> Result<Page<TrustPolicyRecord>, StoreError>;
+    // ---- web console (operator sessions and the console's read models) ----
+    /// The console session whose id hashes to `id_hash`, live or not.
+    async fn get_console_session(
+        &self,
+        id_hash: &[u8],
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Identity counts by (effective status at `now`, kind, environment).
+    async fn identity_stats(&self, now: OffsetDateTime) -> Result<Vec<IdentityStat>, StoreError>;
+    /// Finding counts by (type, severity, OWASP NHI id, status).
+    async fn finding_stats(&self) -> Result<Vec<FindingStat>, StoreError>;
+    /// [`Store::list_identities`] plus a name-prefix condition served by an index.
+    async fn search_identities(&self, q: &IdentitySearch) -> Result<Page<Identity>, StoreError>;
+    /// Audit records matching `q` (its `after_seq` is a lower bound), newest first, with
+    /// `seq < before_seq`; the page's `next` is the seq to pass as `before_seq` for older ones.
+    async fn audit_recent(
+        &self,
+        q: &AuditQuery,
+        before_seq: Option<u64>,
+    ) -> Result<Page<AuditRecord>, StoreError>;
+    /// The seq of the first record (in time order) stamped at or after `at`, if any.
+    async fn audit_seq_at(&self, at: OffsetDateTime) -> Result<Option<u64>, StoreError>;
+    /// Number of records with exactly this action (and outcome, if given) and
+    /// `from_seq <= seq < to_seq`. Without an outcome it is a count on the (action, seq) index.
+    async fn count_audit_action(
+        &self,
+        action: &str,
+        outcome: Option<Outcome>,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> Result<u64, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -348,6 +348,10 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::InsertTrustPolicy(_)
         | Mutation::UpdateTrustPolicy { .. }
         | Mutation::DeleteTrustPolicy { .. } => crate::trust::apply::<D>(conn, m).await?,
+        Mutation::InsertConsoleSession(_)
+        | Mutation::TouchConsoleSession { .. }
+        | Mutation::DeleteConsoleSession { .. }
+        | Mutation::PurgeConsoleSessions { .. } => crate::console::apply::<D>(conn, m).await?,
     }
     Ok(())
 }
@@ -419,6 +423,10 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
             | Mutation::UpdateTrustPolicy { .. }
             | Mutation::DeleteTrustPolicy { .. } => crate::trust::check_text_of(m)?,
             Mutation::TouchCredential { .. } => {}
+            Mutation::InsertConsoleSession(_)
+            | Mutation::TouchConsoleSession { .. }
+            | Mutation::DeleteConsoleSession { .. }
+            | Mutation::PurgeConsoleSessions { .. } => crate::console::check_text_of(m)?,
         }
     }
     for e in &change.audit {

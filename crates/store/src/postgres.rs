@@ -153,6 +153,11 @@ impl Dialect for PgDialect {
             name: "federation",
             sql: include_str!("../migrations/postgres/0005_federation.sql"),
         },
+        Migration {
+            version: 8,
+            name: "console",
+            sql: include_str!("../migrations/postgres/0008_console.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, n: usize) {

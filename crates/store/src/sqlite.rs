@@ -212,6 +212,11 @@ impl Dialect for SqliteDialect {
             name: "federation",
             sql: include_str!("../migrations/sqlite/0005_federation.sql"),
         },
+        Migration {
+            version: 8,
+            name: "console",
+            sql: include_str!("../migrations/sqlite/0008_console.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {

@@ -113,6 +113,19 @@ pub enum Mutation {
     },
     /// Deletes a trust policy; `Stale` unless the stored version equals `expected_version`.
     DeleteTrustPolicy { id: Uuid, expected_version: i64 },
+    /// Starts a console session; `Conflict` when the id hash exists.
+    InsertConsoleSession(crate::ConsoleSession),
+    /// Records activity on a console session (and pushes its idle expiry), if it still exists
+    /// and was last seen before `last_seen_at`; silently ignores unknown sessions.
+    TouchConsoleSession {
+        id_hash: [u8; 32],
+        last_seen_at: OffsetDateTime,
+        idle_expires_at: OffsetDateTime,
+    },
+    /// Ends a console session; no error when it does not exist.
+    DeleteConsoleSession { id_hash: [u8; 32] },
+    /// Deletes every console session whose idle or absolute timeout has passed at `now`.
+    PurgeConsoleSessions { now: OffsetDateTime },
 }
 
 /// An access token revoked before its expiry (RFC 7009), remembered until `expires_at`.

@@ -6,9 +6,12 @@
 mod authz;
 mod certs;
 mod federation;
+mod console;
+mod console_browser;
 mod harness;
 mod leaks;
 mod multi_node;
 mod oauth_errors;
 mod oauth_interop;
 mod registry;
+mod webdriver;

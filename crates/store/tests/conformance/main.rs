@@ -10,6 +10,7 @@
 mod audit;
 mod authz;
 mod commits;
+mod console;
 mod findings;
 mod lists;
 mod misc;
@@ -57,6 +58,10 @@ conformance! {
         authz::policy_versions_and_head,
         authz::exceptions,
         trust::trust_policies_round_trip,
+        console::console_sessions_lifecycle,
+        console::console_identity_and_finding_stats,
+        console::console_name_prefix_search,
+        console::console_audit_newest_first_and_counts,
     }
     databases {
         commits::two_instances_share_one_log,
