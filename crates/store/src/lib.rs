@@ -15,6 +15,7 @@ mod authz;
 mod dialect;
 mod engine;
 mod findings;
+mod leases;
 mod migrate;
 mod ops;
 mod pki;
@@ -26,6 +27,7 @@ mod writer;
 
 pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
+pub use leases::Lease;
 pub use pki::PkiObject;
 pub use types::*;
 
@@ -173,6 +175,30 @@ pub trait Store: Send + Sync + 'static {
     async fn get_finding(&self, id: Uuid) -> Result<Option<FindingRecord>, StoreError>;
     /// Findings matching `q`, in id (creation) order, cursor-paginated.
     async fn list_findings(&self, q: &FindingQuery) -> Result<Page<FindingRecord>, StoreError>;
+
+    // ---- leases (single-node duties in a cluster; see `leases.rs`) ----
+    /// Takes lease `name` for `holder` until `now + ttl` when it is free, expired, or already
+    /// held by `holder` (then it is renewed, same epoch). A change of holder bumps the epoch.
+    /// `None` when another holder has it. Atomic across processes.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends a lease this holder still has (same name, holder and epoch) to `now + ttl`;
+    /// `None` when it was taken over (the holder must stop acting).
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives a lease up at once (it keeps its epoch); `false` when it was no longer ours.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
+    /// The lease as stored, expired or not (`None` if never taken).
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -345,6 +345,7 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
             crate::findings::apply::<D>(conn, m).await?
         }
+        Mutation::CheckLease { name, epoch } => crate::leases::check::<D>(conn, name, *epoch).await?,
     }
     Ok(())
 }
@@ -413,6 +414,7 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
                 crate::findings::check_text_of(m)?
             }
             Mutation::TouchCredential { .. } => {}
+            Mutation::CheckLease { name, .. } => crate::leases::check_text_of(name)?,
         }
     }
     for e in &change.audit {

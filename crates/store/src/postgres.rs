@@ -148,6 +148,11 @@ impl Dialect for PgDialect {
             name: "leaks",
             sql: include_str!("../migrations/postgres/0004_leaks.sql"),
         },
+        Migration {
+            version: 9,
+            name: "leases",
+            sql: include_str!("../migrations/postgres/0009_leases.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, n: usize) {

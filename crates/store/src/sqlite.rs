@@ -205,6 +205,11 @@ impl Dialect for SqliteDialect {
             name: "leaks",
             sql: include_str!("../migrations/sqlite/0004_leaks.sql"),
         },
+        Migration {
+            version: 9,
+            name: "leases",
+            sql: include_str!("../migrations/sqlite/0009_leases.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {

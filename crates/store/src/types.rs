@@ -104,6 +104,12 @@ pub enum Mutation {
         finding: crate::FindingRecord,
         expected_version: i64,
     },
+    /// A fence for a singleton duty's writes: fails with `Stale` unless lease `name` is still at
+    /// `epoch` (nobody took it over since this node acquired it). Put it first in the change.
+    CheckLease {
+        name: String,
+        epoch: i64,
+    },
 }
 
 /// A token-signing key, private half encrypted under the master key.

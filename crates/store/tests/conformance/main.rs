@@ -11,6 +11,7 @@ mod audit;
 mod authz;
 mod commits;
 mod findings;
+mod leases;
 mod lists;
 mod misc;
 mod opening;
@@ -55,11 +56,16 @@ conformance! {
         pki::pki_objects_round_trip,
         authz::policy_versions_and_head,
         authz::exceptions,
+        leases::lease_contention_has_one_winner,
+        leases::lease_expires_and_is_taken_over_with_a_new_epoch,
+        leases::lease_renewal_keeps_the_epoch,
+        leases::lease_release_frees_it_at_once,
     }
     databases {
         commits::two_instances_share_one_log,
         commits::reopen_keeps_everything,
         commits::concurrent_opens_migrate_once,
         commits::poisoned_change_fails_alone,
+        leases::two_nodes_contend_for_leases,
     }
 }
