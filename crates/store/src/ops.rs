@@ -345,7 +345,9 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::InsertFinding(_) | Mutation::UpdateFinding { .. } => {
             crate::findings::apply::<D>(conn, m).await?
         }
-        Mutation::CheckLease { name, epoch } => crate::leases::check::<D>(conn, name, *epoch).await?,
+        Mutation::CheckLease { name, epoch } => {
+            crate::leases::check::<D>(conn, name, *epoch).await?
+        }
     }
     Ok(())
 }
