@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub leak_webhook_url: Option<String>,
     /// ECDSA P-256 public keys that may sign leak reports (`POST /v1/leaks`), by key id.
     pub leak_report_keys: Vec<crate::service::leaks::LeakReportKey>,
+    /// Open HTTPS connections at once; a connection beyond it is closed right after accept.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +86,7 @@ impl Default for ServerConfig {
             pki: crate::pki::PkiConfig::default(),
             leak_webhook_url: None,
             leak_report_keys: Vec::new(),
+            max_connections: 16_384,
         }
     }
 }

@@ -7,9 +7,11 @@ pub mod bootstrap;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod leases;
 pub mod pki;
 pub mod ratelimit;
 pub mod service;
@@ -67,6 +69,11 @@ impl RunningServer {
             j.abort();
         }
         jobs::flush_usage(&self.state).await;
+        // Other nodes take over this node's single-node duties at once, not after expiry.
+        self.state
+            .leases
+            .release_all(self.state.store.as_ref())
+            .await;
     }
 
     /// Serves until SIGINT/SIGTERM.
@@ -182,6 +189,7 @@ pub async fn start(
         authz,
         pki: pki::PkiState::new(pki_snapshot),
         leak_notifier: service::leaks::Notifier::spawn(config.leak_webhook_url.clone()),
+        leases: leases::Leases::new(leases::Leases::node_holder_id(addr)),
         config,
     };
     let state = AppState(Arc::new(inner));

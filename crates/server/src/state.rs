@@ -61,6 +61,8 @@ pub struct Inner {
     pub pki: crate::pki::PkiState,
     /// Owner notifications about revoked leaked keys (see `service::leaks`).
     pub leak_notifier: crate::service::leaks::Notifier,
+    /// This node's leases on single-node duties (see `leases`).
+    pub leases: crate::leases::Leases,
 }
 
 impl Inner {

@@ -11,3 +11,4 @@ mod multi_node;
 mod oauth_errors;
 mod oauth_interop;
 mod registry;
+mod resilience;
