@@ -3,6 +3,7 @@
 // In tests a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_chain;
 mod authz;
 mod certs;
 mod harness;
