@@ -4,6 +4,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod authn;
 pub mod clock;
 pub mod credential;
 pub mod error;

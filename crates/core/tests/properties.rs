@@ -137,3 +137,158 @@ proptest! {
         prop_assert!(steward_core::apikey::ApiKey::parse(&edited).is_err());
     }
 }
+
+// ---- the whole authentication decision: identity lifecycle × credentials × tokens ----
+
+#[derive(Debug, Clone)]
+enum AuthOp {
+    Act(LifecycleAction, bool),
+    Advance(i64),
+    /// A new API key (even after retirement: the decision must refuse it anyway).
+    AddKey,
+    RevokeKey(prop::sample::Index),
+    /// Rotation: the old key keeps working for a grace period, a new key starts now.
+    RotateKey(prop::sample::Index, i64),
+    /// A token issued now from one of the keys, if that key may authenticate now.
+    IssueToken(prop::sample::Index),
+    RevokeTokens,
+}
+
+fn auth_op() -> impl Strategy<Value = AuthOp> {
+    let action = prop_oneof![
+        Just(LifecycleAction::Approve),
+        Just(LifecycleAction::Suspend),
+        Just(LifecycleAction::Resume),
+        Just(LifecycleAction::Retire),
+    ];
+    prop_oneof![
+        (action, any::<bool>()).prop_map(|(a, other)| AuthOp::Act(a, other)),
+        (0i64..40 * 86_400).prop_map(AuthOp::Advance),
+        Just(AuthOp::AddKey),
+        any::<prop::sample::Index>().prop_map(AuthOp::RevokeKey),
+        (any::<prop::sample::Index>(), 0i64..3 * 86_400).prop_map(|(i, g)| AuthOp::RotateKey(i, g)),
+        any::<prop::sample::Index>().prop_map(AuthOp::IssueToken),
+        Just(AuthOp::RevokeTokens),
+    ]
+}
+
+fn key(n: u128, identity: &Identity, now: OffsetDateTime) -> steward_core::Credential {
+    steward_core::Credential {
+        id: Uuid::from_u128(1000 + n),
+        identity_id: identity.id,
+        kind: steward_core::CredentialKind::ApiKey,
+        secret_hash: Some(vec![n as u8; 32]),
+        jwk: None,
+        fingerprint: format!("fp{n}"),
+        created_at: now,
+        expires_at: (now + Duration::days(90)).min(identity.expires_at),
+        last_used_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        rotated_from: None,
+        created_by: "alice".into(),
+        version: 1,
+    }
+}
+
+proptest! {
+    /// No sequence of lifecycle operations, key creations, revocations, rotations, token issues
+    /// and clock moves lets a retired identity authenticate with any credential, old or new, or
+    /// have any token accepted; and every successful authentication is by an active, unexpired
+    /// identity with a usable credential of its own.
+    #[test]
+    fn retired_identity_never_authenticates_by_any_credential_or_token(
+        k in kind(),
+        ops in proptest::collection::vec(auth_op(), 1..60),
+    ) {
+        use steward_core::authn::{client_may_authenticate, revoke_all_at, token_acceptable};
+        let policy = RegistryPolicy::default();
+        let owner = Owner::new(Uuid::from_u128(1), "o", OwnerKind::Team, "o@example.com", t0()).unwrap();
+        let mut now = t0();
+        let req = NewIdentity {
+            name: "x".into(),
+            kind: Some(k),
+            owner_id: owner.id,
+            purpose: "p".into(),
+            environment: "prod".into(),
+            expires_at: Some(now + Duration::days(60)),
+            vendor: Some("v".into()),
+            ..Default::default()
+        };
+        let mut i = Identity::create(Uuid::from_u128(2), req, &owner, &policy, "alice", now).unwrap();
+        let other = Identity::create(
+            Uuid::from_u128(3),
+            NewIdentity { name: "y".into(), kind: Some(k), owner_id: owner.id, purpose: "p".into(),
+                          environment: "prod".into(), expires_at: Some(now + Duration::days(60)),
+                          vendor: Some("v".into()), ..Default::default() },
+            &owner, &policy, "alice", now,
+        ).unwrap();
+        let foreign = key(999, &other, now);
+        let mut keys = vec![key(0, &i, now)];
+        let mut tokens: Vec<(usize, OffsetDateTime)> = Vec::new();
+        let mut retired = false;
+        for op in ops {
+            match op {
+                AuthOp::Act(a, by_other) => {
+                    let actor = if by_other { "bob" } else { "alice" };
+                    if i.transition(a, actor, None, now).is_ok() && a == LifecycleAction::Retire {
+                        retired = true;
+                        revoke_all_at(&mut keys, now, "identity retired");
+                    }
+                }
+                AuthOp::Advance(s) => now += Duration::seconds(s),
+                AuthOp::AddKey => {
+                    let n = keys.len() as u128;
+                    keys.push(key(n, &i, now));
+                }
+                AuthOp::RevokeKey(ix) => {
+                    let c = ix.index(keys.len());
+                    let _ = keys[c].revoke(None, now);
+                }
+                AuthOp::RotateKey(ix, grace) => {
+                    let c = ix.index(keys.len());
+                    if keys[c].schedule_revocation(Duration::seconds(grace), now).is_ok() {
+                        let n = keys.len() as u128;
+                        keys.push(key(n, &i, now));
+                    }
+                }
+                AuthOp::IssueToken(ix) => {
+                    let c = ix.index(keys.len());
+                    if client_may_authenticate(&i, &keys[c], now).is_ok() {
+                        prop_assert!(!retired);
+                        tokens.push((c, now));
+                    }
+                }
+                // As `POST /v1/identities/{id}/revoke-tokens` does (a no-op once retired).
+                AuthOp::RevokeTokens => {
+                    if i.status != IdentityStatus::Retired {
+                        i.tokens_revoked_before = Some(now);
+                    }
+                }
+            }
+            // A key never authenticates another identity.
+            prop_assert!(client_may_authenticate(&i, &foreign, now).is_err());
+            for c in &keys {
+                let ok = client_may_authenticate(&i, c, now).is_ok();
+                if retired {
+                    prop_assert!(!ok, "a retired identity authenticated with {:?}", c);
+                }
+                if ok {
+                    prop_assert_eq!(i.status, IdentityStatus::Active);
+                    prop_assert!(now < i.expires_at);
+                    prop_assert!(c.check_usable(now).is_ok());
+                }
+            }
+            for (c, iat) in &tokens {
+                let ok = token_acceptable(&i, Some(&keys[*c]), *iat, now).is_ok();
+                if retired {
+                    prop_assert!(!ok, "a token of a retired identity was accepted");
+                }
+                if ok {
+                    prop_assert!(i.check_can_authenticate(now).is_ok());
+                    prop_assert!(i.tokens_revoked_before.is_none_or(|cut| *iat > cut));
+                }
+            }
+        }
+    }
+}

@@ -12,6 +12,14 @@ use crate::state::Inner;
 impl Inner {
     /// The newest checkpoint, signing a new one first when the log has grown since.
     pub async fn checkpoint(&self) -> Result<CheckpointRecord, ServiceError> {
+        self.checkpoint_fenced(None).await
+    }
+
+    /// [`Self::checkpoint`] for the checkpoint job: the write carries the job's lease fence.
+    pub async fn checkpoint_fenced(
+        &self,
+        fence: Option<&crate::leases::Fence>,
+    ) -> Result<CheckpointRecord, ServiceError> {
         let head = self.store.audit_head().await?;
         if let Some(cp) = self.store.latest_checkpoint().await?
             && cp.size == head.size
@@ -34,7 +42,11 @@ impl Inner {
         };
         match self
             .store
-            .commit(Change::new().with(Mutation::PutCheckpoint(cp.clone())))
+            .commit(
+                fence
+                    .map_or_else(Change::new, |f| Change::new().with(f.mutation()))
+                    .with(Mutation::PutCheckpoint(cp.clone())),
+            )
             .await
         {
             Ok(_) | Err(steward_store::StoreError::Conflict(_)) => Ok(cp),

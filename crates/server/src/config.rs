@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub federation: crate::service::federation::FederationConfig,
     /// The web console at `/ui` (`[console]`).
     pub console: crate::console::ConsoleConfig,
+    /// Open HTTPS connections at once; a connection beyond it is closed right after accept.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +92,7 @@ impl Default for ServerConfig {
             leak_report_keys: Vec::new(),
             federation: Default::default(),
             console: crate::console::ConsoleConfig::default(),
+            max_connections: 16_384,
         }
     }
 }

@@ -16,18 +16,24 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
             if due && let Err(e) = s.reload_ring().await {
                 tracing::warn!(error = %e, "key ring reload failed");
             }
-            let ok = s.store.ping().await.is_ok();
-            if ok != s.is_ready() {
-                tracing::warn!(ready = ok, "readiness changed");
-                s.set_ready(ok);
-            }
         }),
-        spawn_every(
+        // Readiness follows the database (see `health`).
+        crate::health::spawn_watch(state.clone()),
+        // Single-node duties: only the node holding the lease acts (see `leases`).
+        crate::leases::spawn_singleton(
             state.clone(),
+            crate::leases::duty::SIGNING_KEYS,
             Duration::from_secs(60),
-            move |s| async move {
-                match crate::keys::ensure_schedule(s.store.as_ref(), &s.master, schedule, s.now())
-                    .await
+            move |s, fence| async move {
+                let now = s.now();
+                match crate::keys::ensure_schedule_fenced(
+                    s.store.as_ref(),
+                    &s.master,
+                    schedule,
+                    now,
+                    Some(&fence),
+                )
+                .await
                 {
                     Ok(true) => {
                         if let Err(e) = s.reload_ring().await {
@@ -37,6 +43,14 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "signing-key rotation check failed"),
                 }
+            },
+        ),
+        crate::leases::spawn_singleton(
+            state.clone(),
+            crate::leases::duty::PURGE,
+            Duration::from_secs(60),
+            |s, _fence| async move {
+                // Deleting expired rows twice is harmless; the lease only saves the work.
                 if let Err(e) = s.store.purge_expired(s.now()).await {
                     tracing::warn!(error = %e, "purging expired one-time values failed");
                 }
@@ -51,11 +65,12 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
         spawn_every(state.clone(), Duration::from_secs(5), |s| async move {
             flush_usage(&s).await
         }),
-        spawn_every(
+        crate::leases::spawn_singleton(
             state.clone(),
+            crate::leases::duty::AUDIT_CHECKPOINT,
             Duration::from_secs(state.config.checkpoint_interval_secs.max(1)),
-            |s| async move {
-                if let Err(e) = s.checkpoint().await {
+            |s, fence| async move {
+                if let Err(e) = s.checkpoint_fenced(Some(&fence)).await {
                     tracing::warn!(error = %e, "audit checkpoint failed");
                 }
             },

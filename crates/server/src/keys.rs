@@ -40,6 +40,17 @@ pub async fn ensure_schedule(
     schedule: Schedule,
     now: OffsetDateTime,
 ) -> Result<bool, ServiceError> {
+    ensure_schedule_fenced(store, master, schedule, now, None).await
+}
+
+/// [`ensure_schedule`] for the rotation job, whose key creations carry the job's lease fence.
+pub async fn ensure_schedule_fenced(
+    store: &dyn Store,
+    master: &MasterKey,
+    schedule: Schedule,
+    now: OffsetDateTime,
+    fence: Option<&crate::leases::Fence>,
+) -> Result<bool, ServiceError> {
     let keys = store.list_signing_keys().await?;
     let current = keys
         .iter()
@@ -49,13 +60,13 @@ pub async fn ensure_schedule(
     let next_start = match current {
         Some(c) => c.deactivates_at,
         None => {
-            changed |= create_key(store, master, schedule, now).await?;
+            changed |= create_key(store, master, schedule, now, fence).await?;
             now + schedule.period
         }
     };
     let has_next = keys.iter().any(|k| k.activates_at >= next_start);
     if !has_next {
-        changed |= create_key(store, master, schedule, next_start).await?;
+        changed |= create_key(store, master, schedule, next_start, fence).await?;
     }
     Ok(changed)
 }
@@ -65,6 +76,7 @@ async fn create_key(
     master: &MasterKey,
     schedule: Schedule,
     activates_at: OffsetDateTime,
+    fence: Option<&crate::leases::Fence>,
 ) -> Result<bool, ServiceError> {
     let activates_at = steward_core::truncate_micros(activates_at);
     let kid = steward_crypto::rand::token(12);
@@ -94,7 +106,8 @@ async fn create_key(
         "activates_at": steward_core::to_micros(activates_at),
         "deactivates_at": steward_core::to_micros(deactivates_at),
     }));
-    let change = Change::new()
+    let change = fence
+        .map_or_else(Change::new, |f| Change::new().with(f.mutation()))
         .with(Mutation::InsertSetting {
             key: format!("signing_key_slot:{}", steward_core::to_micros(activates_at)),
             value: kid,

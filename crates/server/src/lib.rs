@@ -8,9 +8,11 @@ pub mod cache;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod leases;
 pub mod pki;
 pub mod ratelimit;
 pub mod revocation;
@@ -69,6 +71,11 @@ impl RunningServer {
             j.abort();
         }
         jobs::flush_usage(&self.state).await;
+        // Other nodes take over this node's single-node duties at once, not after expiry.
+        self.state
+            .leases
+            .release_all(self.state.store.as_ref())
+            .await;
     }
 
     /// Serves until SIGINT/SIGTERM.
@@ -187,6 +194,7 @@ pub async fn start(
         pki: pki::PkiState::new(pki_snapshot),
         leak_notifier: service::leaks::Notifier::spawn(config.leak_webhook_url.clone()),
         federation: service::federation::Federation::new(&config.federation),
+        leases: leases::Leases::new(leases::Leases::node_holder_id(addr)),
         config,
     };
     let state = AppState(Arc::new(inner));

@@ -903,11 +903,14 @@ pub fn write_bundle_file(config: &ServerConfig, pem: &str) {
     }
 }
 
+/// Seconds between two runs of [`crate::state::Inner::pki_upkeep`].
+pub const UPKEEP_SECS: u64 = 5;
+
 /// Every 5 seconds: [`crate::state::Inner::pki_upkeep`] (reload, purge, renewals, rollover).
 pub fn spawn_upkeep(state: &crate::state::AppState) -> tokio::task::JoinHandle<()> {
     let s = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(UPKEEP_SECS));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {

@@ -67,6 +67,8 @@ pub struct Inner {
     pub leak_notifier: crate::service::leaks::Notifier,
     /// Compiled trust policies and the JWKS cache of external issuers (see `service::federation`).
     pub federation: crate::service::federation::Federation,
+    /// This node's leases on single-node duties (see `leases`).
+    pub leases: crate::leases::Leases,
 }
 
 impl Inner {

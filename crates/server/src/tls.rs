@@ -307,6 +307,8 @@ pub async fn serve(
         resolver: Arc::new(Resolver(state.clone())),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Bounded: each connection holds a permit until it ends (see `ServerConfig::max_connections`).
+    let slots = Arc::new(tokio::sync::Semaphore::new(state.config.max_connections));
     let mut shutdown = shutdown;
     loop {
         let (tcp, addr) = tokio::select! {
@@ -321,11 +323,18 @@ pub async fn serve(
                 }
             },
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // At capacity: refuse this connection at once rather than queue it without bound.
+            metrics::counter!("steward_connections_refused_total").increment(1);
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let (shared, state, app) = (shared.clone(), state.clone(), app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             connection(tcp, addr, shared, state, app, watcher).await;
+            drop(slot);
         });
     }
     drop(listener);
@@ -386,7 +395,19 @@ async fn connection(
             app.call(req).await
         }
     });
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // A client must send a request's headers within the request timeout (at most 30 s), and an
+    // idle keep-alive connection is closed after as long: slow or silent clients cannot pile up.
+    let header_timeout = Duration::from_secs(state.config.request_timeout_secs.clamp(1, 30));
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(header_timeout))
+        .keep_alive_timeout(header_timeout);
     let conn = builder
         .serve_connection(TokioIo::new(tls), svc)
         .into_owned();

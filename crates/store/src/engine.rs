@@ -60,6 +60,19 @@ impl<D: Dialect> SqlStore<D> {
         }
     }
 
+    /// A lease operation: through the writer when the backend has a single writer, else as one
+    /// autocommit statement (a single row lock, like a one-time claim).
+    async fn lease_op(
+        &self,
+        op: crate::leases::LeaseOp,
+    ) -> Result<Option<crate::Lease>, StoreError> {
+        if D::SINGLE_WRITER {
+            self.writer.lease(op).await
+        } else {
+            crate::leases::run::<D>(&mut *self.conn().await?, &op).await
+        }
+    }
+
     async fn one<T>(
         &self,
         stmt: Stmt<'_>,
@@ -539,6 +552,8 @@ impl<D: Dialect> Store for SqlStore<D> {
         q: &crate::TrustPolicyQuery,
     ) -> Result<Page<crate::TrustPolicyRecord>, StoreError> {
         crate::trust::list::<D>(&mut *self.conn().await?, q).await
+    }
+
     async fn get_console_session(
         &self,
         id_hash: &[u8],
@@ -585,6 +600,38 @@ impl<D: Dialect> Store for SqlStore<D> {
     ) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
         crate::console::count_audit_action::<D>(&mut conn, action, outcome, from_seq, to_seq).await
+    }
+
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::Lease>, StoreError> {
+        self.lease_op(crate::leases::LeaseOp::acquire(name, holder, ttl, now)?)
+            .await
+    }
+
+    async fn renew_lease(
+        &self,
+        lease: &crate::Lease,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::Lease>, StoreError> {
+        self.lease_op(crate::leases::LeaseOp::renew(lease, ttl, now)?)
+            .await
+    }
+
+    async fn release_lease(&self, lease: &crate::Lease) -> Result<bool, StoreError> {
+        Ok(self
+            .lease_op(crate::leases::LeaseOp::release(lease))
+            .await?
+            .is_some())
+    }
+
+    async fn get_lease(&self, name: &str) -> Result<Option<crate::Lease>, StoreError> {
+        crate::leases::get::<D>(&mut *self.conn().await?, name).await
     }
 }
 

@@ -16,6 +16,7 @@ mod console;
 mod dialect;
 mod engine;
 mod findings;
+mod leases;
 mod migrate;
 mod ops;
 mod pki;
@@ -30,6 +31,7 @@ pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use dialect::round_trips;
 pub use console::{ConsoleSession, FindingStat, IdentitySearch, IdentityStat};
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
+pub use leases::Lease;
 pub use pki::PkiObject;
 pub use trust::{TrustPolicyQuery, TrustPolicyRecord};
 pub use types::*;
@@ -223,6 +225,29 @@ pub trait Store: Send + Sync + 'static {
         from_seq: u64,
         to_seq: u64,
     ) -> Result<u64, StoreError>;
+    // ---- leases (single-node duties in a cluster; see `leases.rs`) ----
+    /// Takes lease `name` for `holder` until `now + ttl` when it is free, expired, or already
+    /// held by `holder` (then it is renewed, same epoch). A change of holder bumps the epoch.
+    /// `None` when another holder has it. Atomic across processes.
+    async fn try_acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Extends a lease this holder still has (same name, holder and epoch) to `now + ttl`;
+    /// `None` when it was taken over (the holder must stop acting).
+    async fn renew_lease(
+        &self,
+        lease: &Lease,
+        ttl: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives a lease up at once (it keeps its epoch); `false` when it was no longer ours.
+    async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
+    /// The lease as stored, expired or not (`None` if never taken).
+    async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -352,6 +352,9 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         | Mutation::TouchConsoleSession { .. }
         | Mutation::DeleteConsoleSession { .. }
         | Mutation::PurgeConsoleSessions { .. } => crate::console::apply::<D>(conn, m).await?,
+        Mutation::CheckLease { name, epoch } => {
+            crate::leases::check::<D>(conn, name, *epoch).await?
+        }
     }
     Ok(())
 }
@@ -427,6 +430,7 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
             | Mutation::TouchConsoleSession { .. }
             | Mutation::DeleteConsoleSession { .. }
             | Mutation::PurgeConsoleSessions { .. } => crate::console::check_text_of(m)?,
+            Mutation::CheckLease { name, .. } => crate::leases::check_text_of(name)?,
         }
     }
     for e in &change.audit {

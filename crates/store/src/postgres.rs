@@ -158,6 +158,11 @@ impl Dialect for PgDialect {
             name: "console",
             sql: include_str!("../migrations/postgres/0008_console.sql"),
         },
+        Migration {
+            version: 9,
+            name: "leases",
+            sql: include_str!("../migrations/postgres/0009_leases.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, n: usize) {

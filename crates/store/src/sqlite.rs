@@ -217,6 +217,11 @@ impl Dialect for SqliteDialect {
             name: "console",
             sql: include_str!("../migrations/sqlite/0008_console.sql"),
         },
+        Migration {
+            version: 9,
+            name: "leases",
+            sql: include_str!("../migrations/sqlite/0009_leases.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {

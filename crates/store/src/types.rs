@@ -126,6 +126,12 @@ pub enum Mutation {
     DeleteConsoleSession { id_hash: [u8; 32] },
     /// Deletes every console session whose idle or absolute timeout has passed at `now`.
     PurgeConsoleSessions { now: OffsetDateTime },
+    /// A fence for a singleton duty's writes: fails with `Stale` unless lease `name` is still at
+    /// `epoch` (nobody took it over since this node acquired it). Put it first in the change.
+    CheckLease {
+        name: String,
+        epoch: i64,
+    },
 }
 
 /// An access token revoked before its expiry (RFC 7009), remembered until `expires_at`.

@@ -42,6 +42,7 @@ pub(crate) enum Work {
     Change(Change),
     Claim(Claim),
     Purge { now_us: i64 },
+    Lease(crate::leases::LeaseOp),
 }
 
 /// The writer's answer to one [`Work`] item.
@@ -51,6 +52,7 @@ pub(crate) enum Done {
     Claimed(bool),
     /// Rows removed from (one-time values, revoked tokens).
     Purged(u64, u64),
+    Lease(Option<crate::Lease>),
 }
 
 struct Job {
@@ -158,6 +160,17 @@ impl Writer {
     pub(crate) async fn purge_step(&self, now_us: i64) -> Result<(u64, u64), StoreError> {
         match self.submit(Work::Purge { now_us }).await? {
             Done::Purged(once, tokens) => Ok((once, tokens)),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    /// Runs one lease operation as part of the next batch.
+    pub(crate) async fn lease(
+        &self,
+        op: crate::leases::LeaseOp,
+    ) -> Result<Option<crate::Lease>, StoreError> {
+        match self.submit(Work::Lease(op)).await? {
+            Done::Lease(lease) => Ok(lease),
             _ => Err(unexpected_reply()),
         }
     }
@@ -303,6 +316,12 @@ async fn run_batch<D: Dialect>(
                     .await
                     .map_err(BatchError::Aborted)?;
                 Some(Ok(Done::Purged(once, tokens)))
+            }
+            Work::Lease(op) => {
+                let lease = crate::leases::run::<D>(&mut tx, op)
+                    .await
+                    .map_err(BatchError::Aborted)?;
+                Some(Ok(Done::Lease(lease)))
             }
         };
         results.push(result);

@@ -115,10 +115,25 @@ impl FromRequestParts<AppState> for Principal {
             ));
         }
         let token = token.trim();
-        let verified = state
-            .verify_token(token)
-            .await
-            .map_err(ApiError::unauthorized)?;
+        // Verifying a token needs the database: while it is unreachable, answer 503 at once
+        // (the token may be fine, so never 401), instead of waiting on a lost connection.
+        let unavailable = || {
+            ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is unavailable; retry later",
+            )
+        };
+        if !state.is_ready() {
+            return Err(unavailable());
+        }
+        let verified = state.verify_token(token).await.map_err(|r| {
+            if crate::health::is_store_outage(r) {
+                unavailable()
+            } else {
+                ApiError::unauthorized(r)
+            }
+        })?;
         if !verified.claims.aud.contains(&state.issuer) {
             return Err(ApiError::unauthorized("token audience is not this server"));
         }

@@ -65,29 +65,19 @@ pub async fn healthz() -> Json<steward_proto::Health> {
     })
 }
 
+/// Ready while the database answers (see `health`): bounded, never hangs on a lost database.
 pub async fn readyz(State(s): State<AppState>) -> Response {
-    match s.store.ping().await {
-        Ok(()) if s.is_ready() => Json(steward_proto::Health {
+    match crate::health::probe(&s) {
+        Ok(()) => Json(steward_proto::Health {
             status: "ready".into(),
             detail: None,
         })
         .into_response(),
-        Ok(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(steward_proto::Health {
-                status: "starting".into(),
-                detail: None,
-            }),
-        )
-            .into_response(),
-        Err(e) => (
+        Err(detail) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(steward_proto::Health {
                 status: "unavailable".into(),
-                detail: Some(match e {
-                    steward_store::StoreError::Unavailable(_) => "database unreachable".into(),
-                    _ => "database error".into(),
-                }),
+                detail: Some(detail.into()),
             }),
         )
             .into_response(),

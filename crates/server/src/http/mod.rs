@@ -172,6 +172,11 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        // While the database is unreachable, writes are refused at once (see `health`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::health::write_gate,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             timeout,
@@ -190,7 +195,11 @@ pub fn router(state: AppState) -> Router {
                     },
                 ))
                 .load_shed()
-                .concurrency_limit(max_in_flight),
+                // One semaphore for the whole router: `Router::layer` wraps every route on its
+                // own, and a per-route limit would let each route have `max_in_flight` requests.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    max_in_flight,
+                )),
         )
         .with_state(state)
 }

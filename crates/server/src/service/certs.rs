@@ -555,6 +555,16 @@ impl Inner {
         ctx: &Ctx,
         notice: Option<u64>,
     ) -> Result<proto::CaView, ServiceError> {
+        self.rotate_ca_fenced(ctx, notice, None).await
+    }
+
+    /// [`Self::rotate_ca`] for the automatic rollover, fenced by the PKI lease.
+    pub async fn rotate_ca_fenced(
+        &self,
+        ctx: &Ctx,
+        notice: Option<u64>,
+        fence: Option<&crate::leases::Fence>,
+    ) -> Result<proto::CaView, ServiceError> {
         let now = self.now();
         let notice = notice.unwrap_or(self.config.pki.ca_rollover_notice_secs);
         let notice = Duration::seconds(
@@ -570,7 +580,20 @@ impl Inner {
             .event(now, "ca.rotate", Outcome::Success)
             .target(format!("ca:{id}"))
             .details(json!({"ca": id, "activates_at": rfc3339(activates_at)}));
-        self.insert_pki_object(obj, event).await?;
+        match fence {
+            Some(f) => {
+                self.store
+                    .commit(
+                        Change::new()
+                            .with(f.mutation())
+                            .with(Mutation::InsertPkiObject(obj))
+                            .audit(event),
+                    )
+                    .await?;
+                self.reload_pki().await?;
+            }
+            None => self.insert_pki_object(obj, event).await?,
+        }
         self.list_cas()
             .into_iter()
             .find(|c| c.id == id)
@@ -888,7 +911,34 @@ impl Inner {
             .reload(self.store.as_ref(), &self.master, now)
             .await?;
         crate::pki::write_bundle_file(&self.config, &snap.bundle_pem);
-        let mut dead = Change::new();
+        // Removing expired records and rolling the issuing CA over are single-node duties; the
+        // reload above and the server's own TLS key below are every node's.
+        let fence = self
+            .leases
+            .hold_or_skip(
+                self.store.as_ref(),
+                crate::leases::duty::PKI,
+                crate::leases::ttl_for(std::time::Duration::from_secs(crate::pki::UPKEEP_SECS)),
+                now,
+            )
+            .await;
+        if let Some(fence) = &fence {
+            self.pki_singleton_upkeep(&snap, now, fence).await?;
+        }
+        if !self.config.insecure_http {
+            self.renew_server_key(false).await?;
+        }
+        Ok(())
+    }
+
+    /// The lease holder's part of [`Self::pki_upkeep`]: expired records, issuing-CA rollover.
+    async fn pki_singleton_upkeep(
+        &self,
+        snap: &crate::pki::PkiSnapshot,
+        now: time::OffsetDateTime,
+        fence: &crate::leases::Fence,
+    ) -> Result<(), ServiceError> {
+        let mut dead = Change::new().with(fence.mutation());
         for (kind, ids) in [
             (
                 KIND_REVOKED,
@@ -914,7 +964,7 @@ impl Inner {
                 });
             }
         }
-        if !dead.mutations.is_empty() {
+        if dead.mutations.len() > 1 {
             self.store.commit(dead).await?;
         }
         if let Some(active) = snap.active_issuer(now) {
@@ -924,14 +974,14 @@ impl Inner {
                 .iter()
                 .any(|c| c.role == CaRole::Issuing && c.activates_at > now);
             if active.not_after - now < life / 3 && !pending && !active.imported {
-                match self.rotate_ca(&Ctx::system(), None).await {
+                match self
+                    .rotate_ca_fenced(&Ctx::system(), None, Some(fence))
+                    .await
+                {
                     Ok(c) => tracing::info!(ca = %c.id, "started an issuing-CA rollover"),
                     Err(e) => tracing::warn!(error = %e, "issuing-CA rollover failed"),
                 }
             }
-        }
-        if !self.config.insecure_http {
-            self.renew_server_key(false).await?;
         }
         Ok(())
     }

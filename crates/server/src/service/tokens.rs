@@ -976,6 +976,8 @@ impl Inner {
                 }
                 out
             }
+            // Unknown is not inactive: a resource server should retry, not drop the token.
+            Err(r) if crate::health::is_store_outage(r) => return Err(OAuthError::unavailable()),
             Err(_) => json!({"active": false}),
         })
     }

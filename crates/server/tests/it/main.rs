@@ -3,6 +3,7 @@
 // In tests a failed unwrap is a failed test, which is what we want.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_chain;
 mod authz;
 mod certs;
 mod federation;
@@ -15,3 +16,4 @@ mod oauth_errors;
 mod oauth_interop;
 mod registry;
 mod webdriver;
+mod resilience;

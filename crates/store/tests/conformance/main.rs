@@ -12,6 +12,7 @@ mod authz;
 mod commits;
 mod console;
 mod findings;
+mod leases;
 mod lists;
 mod misc;
 mod opening;
@@ -62,11 +63,16 @@ conformance! {
         console::console_identity_and_finding_stats,
         console::console_name_prefix_search,
         console::console_audit_newest_first_and_counts,
+        leases::lease_contention_has_one_winner,
+        leases::lease_expires_and_is_taken_over_with_a_new_epoch,
+        leases::lease_renewal_keeps_the_epoch,
+        leases::lease_release_frees_it_at_once,
     }
     databases {
         commits::two_instances_share_one_log,
         commits::reopen_keeps_everything,
         commits::concurrent_opens_migrate_once,
         commits::poisoned_change_fails_alone,
+        leases::two_nodes_contend_for_leases,
     }
 }
