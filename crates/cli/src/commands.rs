@@ -388,7 +388,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Scan(a) => crate::cmd_scan::scan(a, &cli.credentials, json_out).await,
         Command::TrustPolicy(c) => crate::cmd_trust::trust_policy(mk()?, c, json_out).await,
         Command::TokenExchange(a) => {
-            crate::cmd_trust::token_exchange(cli.server.clone(), &cli.credentials, a, json_out).await
+            crate::cmd_trust::token_exchange(cli.server.clone(), &cli.credentials, a, json_out)
+                .await
         }
     }
 }

@@ -153,7 +153,12 @@ async fn measure(
 }
 
 /// Signs in as the bootstrap admin; returns the session cookie.
-async fn sign_in(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> Result<String, String> {
+async fn sign_in(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    secret: &str,
+) -> Result<String, String> {
     let form = http
         .get(format!("{base}/ui/signin"))
         .send()
@@ -172,7 +177,11 @@ async fn sign_in(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> 
         .post(format!("{base}/ui/signin"))
         .header("cookie", format!("steward_signin={pre}"))
         .header("origin", base)
-        .form(&[("csrf", pre.as_str()), ("client_id", id), ("client_secret", secret)])
+        .form(&[
+            ("csrf", pre.as_str()),
+            ("client_id", id),
+            ("client_secret", secret),
+        ])
         .send()
         .await
         .map_err(|e| e.to_string())?;

@@ -106,7 +106,11 @@ pub(crate) fn page_size(limit: u32) -> u32 {
 
 /// Listing queries fetch one row more than the page holds; that row only tells whether another
 /// page follows, and is cut off here.
-pub(crate) fn finish_page<T>(mut items: Vec<T>, size: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn finish_page<T>(
+    mut items: Vec<T>,
+    size: u32,
+    cursor: impl Fn(&T) -> String,
+) -> Page<T> {
     let size = size as usize;
     let next = if items.len() > size {
         items.truncate(size);
@@ -199,10 +203,8 @@ pub(crate) fn identity_filters<'a, D: Dialect>(b: &mut SqlBuilder<'a, D>, q: &'a
     match q.status {
         None => {}
         Some(IdentityStatus::Expired) => {
-            b.sql(
-                " AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ",
-            )
-            .arg(Arg::int(now));
+            b.sql(" AND status IN ('pending_approval', 'active', 'suspended') AND expires_at <= ")
+                .arg(Arg::int(now));
         }
         Some(IdentityStatus::Retired) => {
             b.sql(" AND status = ")

@@ -28,8 +28,8 @@ mod types;
 mod writer;
 
 pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
-pub use dialect::round_trips;
 pub use console::{ConsoleSession, FindingStat, IdentitySearch, IdentityStat};
+pub use dialect::round_trips;
 pub use findings::{FindingQuery, FindingRecord, FindingStatus};
 pub use leases::Lease;
 pub use pki::PkiObject;

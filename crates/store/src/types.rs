@@ -112,7 +112,10 @@ pub enum Mutation {
         expected_version: i64,
     },
     /// Deletes a trust policy; `Stale` unless the stored version equals `expected_version`.
-    DeleteTrustPolicy { id: Uuid, expected_version: i64 },
+    DeleteTrustPolicy {
+        id: Uuid,
+        expected_version: i64,
+    },
     /// Starts a console session; `Conflict` when the id hash exists.
     InsertConsoleSession(crate::ConsoleSession),
     /// Records activity on a console session (and pushes its idle expiry), if it still exists
@@ -123,9 +126,13 @@ pub enum Mutation {
         idle_expires_at: OffsetDateTime,
     },
     /// Ends a console session; no error when it does not exist.
-    DeleteConsoleSession { id_hash: [u8; 32] },
+    DeleteConsoleSession {
+        id_hash: [u8; 32],
+    },
     /// Deletes every console session whose idle or absolute timeout has passed at `now`.
-    PurgeConsoleSessions { now: OffsetDateTime },
+    PurgeConsoleSessions {
+        now: OffsetDateTime,
+    },
     /// A fence for a singleton duty's writes: fails with `Stale` unless lease `name` is still at
     /// `epoch` (nobody took it over since this node acquired it). Put it first in the change.
     CheckLease {

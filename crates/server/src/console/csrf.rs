@@ -82,9 +82,7 @@ pub async fn origin_guard(State(console): State<Console>, req: Request, next: Ne
     if let Err(reason) = check_origin(req.headers(), &allowed) {
         let (parts, _) = req.into_parts();
         let ctx = crate::http::extract::request_ctx(&parts);
-        console
-            .audit_refusal(&ctx, parts.uri.path(), &reason)
-            .await;
+        console.audit_refusal(&ctx, parts.uri.path(), &reason).await;
         return ConsoleError::forbidden(format!(
             "This form was not submitted from the console itself and was refused: {reason}."
         ))

@@ -47,7 +47,9 @@ fn signin_cookie(https: bool) -> &'static str {
 
 /// A `Set-Cookie` value: always `Secure; HttpOnly; SameSite=Strict; Path=/`.
 fn set_cookie(name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
-    let v = format!("{name}={value}; Path=/; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict");
+    let v = format!(
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; Secure; HttpOnly; SameSite=Strict"
+    );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -130,7 +132,8 @@ impl FromRequestParts<Console> for Operator {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, c: &Console) -> Result<Self, Response> {
-        let Some(token) = cookie(&parts.headers, session_cookie(c.https())).filter(|t| well_formed(t))
+        let Some(token) =
+            cookie(&parts.headers, session_cookie(c.https())).filter(|t| well_formed(t))
         else {
             return Err(to_signin(parts, false));
         };
@@ -175,9 +178,7 @@ fn idle(c: &Console) -> time::Duration {
 }
 
 fn absolute(c: &Console) -> time::Duration {
-    time::Duration::seconds(
-        i64::try_from(c.config().absolute_timeout_secs).unwrap_or(i64::MAX / 2),
-    )
+    time::Duration::seconds(i64::try_from(c.config().absolute_timeout_secs).unwrap_or(i64::MAX / 2))
 }
 
 enum Ended {
@@ -203,7 +204,9 @@ async fn still_allowed(
         Ok(None) => return Err(Ended::Because("identity no longer exists")),
         Err(e) => return Err(Ended::Unavailable(e.into())),
     };
-    identity.check_can_authenticate(now).map_err(Ended::Because)?;
+    identity
+        .check_can_authenticate(now)
+        .map_err(Ended::Because)?;
     if !identity.scopes.iter().any(|s| s == ADMIN_SCOPE) {
         return Err(Ended::Because("identity no longer holds steward:admin"));
     }
@@ -381,13 +384,19 @@ pub async fn signin(
             );
         }
     }
-    let source_key = format!("console-signin:{}", ctx.source.as_deref().unwrap_or("unknown"));
+    let source_key = format!(
+        "console-signin:{}",
+        ctx.source.as_deref().unwrap_or("unknown")
+    );
     if let Err(wait) = c.attempts.check(&source_key) {
         let event = ctx
             .event(c.app.now(), "console.signin", Outcome::Denied)
             .reason("too many sign-in attempts from this address");
         if c.app.store.commit(Change::audit_only(event)).await.is_err() {
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "The server cannot record sign-ins right now. Retry shortly.");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server cannot record sign-ins right now. Retry shortly.",
+            );
         }
         let mut resp = fail(
             StatusCode::TOO_MANY_REQUESTS,
@@ -456,7 +465,10 @@ pub async fn signin(
             .reason("identity does not hold steward:admin")
             .details(json!({"credential_id": client.credential_id}));
         if c.app.store.commit(Change::audit_only(event)).await.is_err() {
-            return fail(StatusCode::SERVICE_UNAVAILABLE, "The server cannot record sign-ins right now. Retry shortly.");
+            return fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server cannot record sign-ins right now. Retry shortly.",
+            );
         }
         return fail(
             StatusCode::FORBIDDEN,
@@ -523,7 +535,8 @@ pub async fn signout(
     headers: HeaderMap,
     ConsoleForm(form): ConsoleForm<CsrfOnly>,
 ) -> Result<Response, ConsoleError> {
-    op.check_csrf(&c, "/ui/signout", form.csrf.as_deref()).await?;
+    op.check_csrf(&c, "/ui/signout", form.csrf.as_deref())
+        .await?;
     let https = c.https();
     if let Some(token) = cookie(&headers, session_cookie(https)).filter(|t| well_formed(t)) {
         let id_hash = c.session_hasher.hash(token.as_bytes());
@@ -582,7 +595,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; steward_console=xyz"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; steward_console=xyz"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(cookie(&h, "steward_console"), Some("xyz"));
         assert_eq!(cookie(&h, "b"), Some("2"));
@@ -593,7 +609,13 @@ mod tests {
     fn cookies_are_strict() {
         let v = set_cookie("__Host-x", "v", 60);
         let s = v.to_str().unwrap();
-        for part in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=60"] {
+        for part in [
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Path=/",
+            "Max-Age=60",
+        ] {
             assert!(s.contains(part), "{s}");
         }
         assert!(!s.contains("Domain"));

@@ -212,7 +212,12 @@ mod tests {
         let svg = bar_chart(
             "x",
             "Identities",
-            &[("a".into(), 10), ("b".into(), 5), ("c".into(), 0), ("d".into(), 1)],
+            &[
+                ("a".into(), 10),
+                ("b".into(), 5),
+                ("c".into(), 0),
+                ("d".into(), 1),
+            ],
         );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert_eq!(count(&svg, r#"<rect class="bar""#), 4);
@@ -245,11 +250,7 @@ mod tests {
 
     #[test]
     fn text_and_ids_are_escaped() {
-        let svg = bar_chart(
-            "a\" onload=\"x",
-            "<script>&",
-            &[("<b>\"'".into(), 3)],
-        );
+        let svg = bar_chart("a\" onload=\"x", "<script>&", &[("<b>\"'".into(), 3)]);
         assert!(!svg.contains("<script>") && !svg.contains("<b>"));
         assert!(svg.contains("&lt;script&gt;&amp;"));
         assert!(svg.contains("&lt;b&gt;&quot;&#39;"));

@@ -94,7 +94,9 @@ impl AuditVerification {
                         "the stored checkpoint disagrees with its own signed note".into(),
                     ))
                 }
-                Err(e) => p.broken = Some((None, format!("the latest checkpoint is not valid: {e}"))),
+                Err(e) => {
+                    p.broken = Some((None, format!("the latest checkpoint is not valid: {e}")))
+                }
             }
         }
         let target = cp.size;
@@ -120,7 +122,9 @@ impl AuditVerification {
                     let report = p.verifier.clone().finish(None);
                     p.broken = Some((
                         report.first_bad_seq,
-                        report.problem.unwrap_or_else(|| "verification failed".into()),
+                        report
+                            .problem
+                            .unwrap_or_else(|| "verification failed".into()),
                     ));
                     break;
                 }

@@ -140,10 +140,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/device-cas/{id}/rules/{rule}",
             delete(certs::delete_device_rule),
         )
-        .route(
-            "/v1/trust-policies",
-            post(trust::create).get(trust::list),
-        )
+        .route("/v1/trust-policies", post(trust::create).get(trust::list))
         .route(
             "/v1/trust-policies/{id}",
             get(trust::get).patch(trust::update).delete(trust::delete),

@@ -37,7 +37,11 @@ impl Page {
 
     /// The value of the first hidden `csrf` field.
     pub fn csrf(&self) -> String {
-        let start = self.body.find(r#"name="csrf" value=""#).expect("a csrf field") + 19;
+        let start = self
+            .body
+            .find(r#"name="csrf" value=""#)
+            .expect("a csrf field")
+            + 19;
         let end = self.body[start..].find('"').unwrap() + start;
         self.body[start..end].to_owned()
     }
@@ -187,12 +191,24 @@ fn assert_security_headers(p: &Page, what: &str) {
 
 fn assert_html_fits_the_csp(p: &Page, what: &str) {
     assert!(!p.body.contains("style=\""), "{what}: inline style");
-    for handler in [" onclick=", " onload=", " onsubmit=", " onerror=", "javascript:"] {
-        assert!(!p.body.contains(handler), "{what}: inline handler {handler}");
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onsubmit=",
+        " onerror=",
+        "javascript:",
+    ] {
+        assert!(
+            !p.body.contains(handler),
+            "{what}: inline handler {handler}"
+        );
     }
     for (i, _) in p.body.match_indices("<script") {
         let tag = &p.body[i..i + p.body[i..].find('>').unwrap()];
-        assert!(tag.contains("src=\"/ui/assets/"), "{what}: inline script {tag}");
+        assert!(
+            tag.contains("src=\"/ui/assets/"),
+            "{what}: inline script {tag}"
+        );
     }
 }
 
@@ -208,7 +224,12 @@ async fn pages_carry_the_csp_and_security_headers() {
     assert_eq!(signin.status, StatusCode::OK);
     assert_security_headers(&signin, "sign-in page");
     assert_eq!(signin.headers["cache-control"], "no-store");
-    assert!(signin.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        signin.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     assert_html_fits_the_csp(&signin, "sign-in page");
     let csrf = c.sign_in().await;
     assert!(!csrf.is_empty());
@@ -235,7 +256,11 @@ async fn pages_carry_the_csp_and_security_headers() {
     // The placeholders say why they are empty, with the real navigation around them.
     let reviews = c.get("/ui/reviews").await;
     assert!(reviews.body.contains("Not available on this server"));
-    assert!(reviews.body.contains(r#"href="/ui/reviews" aria-current="page""#));
+    assert!(
+        reviews
+            .body
+            .contains(r#"href="/ui/reviews" aria-current="page""#)
+    );
     // Assets: right types (nosniff), cacheable, under the same CSP.
     for (path, ty) in [
         ("/ui/assets/console.css", "text/css"),
@@ -260,13 +285,16 @@ async fn signed_out_visitors_are_sent_to_sign_in() {
     for path in ["/ui/overview", "/ui/identities?q=pay", "/ui/audit"] {
         let p = c.get(path).await;
         assert_eq!(p.status, StatusCode::SEE_OTHER, "{path}");
-        assert!(p.location().starts_with("/ui/signin?next="), "{}", p.location());
+        assert!(
+            p.location().starts_with("/ui/signin?next="),
+            "{}",
+            p.location()
+        );
     }
     let p = c.get("/ui/identities?q=pay").await;
     assert_eq!(p.location(), "/ui/signin?next=%2Fui%2Fidentities%3Fq%3Dpay");
     // A forged or stale cookie is no session either.
-    c.cookies
-        .push(("steward_console".into(), "A".repeat(43)));
+    c.cookies.push(("steward_console".into(), "A".repeat(43)));
     assert_eq!(c.get("/ui/overview").await.status, StatusCode::SEE_OTHER);
     // And no action happens without one.
     let p = c
@@ -318,7 +346,13 @@ async fn sign_in_and_sign_out_end_to_end() {
         .expect("session cookie");
     // Plain-HTTP loopback mode: no `__Host-` prefix (it needs HTTPS), but still Secure, which
     // browsers accept for http://127.0.0.1 (the Chromium test checks that it does).
-    for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+    for attr in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=28800",
+    ] {
         assert!(session.contains(attr), "{session}");
     }
     assert!(!session.contains("Domain"));
@@ -346,10 +380,11 @@ async fn sign_in_and_sign_out_end_to_end() {
     let out = c.post("/ui/signout", &[("csrf", &csrf)]).await;
     assert_eq!(out.status, StatusCode::SEE_OTHER);
     assert_eq!(out.location(), "/ui/signin?signed_out=1");
-    assert!(out
-        .set_cookies()
-        .iter()
-        .any(|s| s.starts_with("steward_console=;") && s.contains("Max-Age=0")));
+    assert!(
+        out.set_cookies()
+            .iter()
+            .any(|s| s.starts_with("steward_console=;") && s.contains("Max-Age=0"))
+    );
     let mut replay = ConsoleClient::new(&t);
     replay.cookies.push(("steward_console".into(), token));
     let p = replay.get("/ui/overview").await;
@@ -379,9 +414,8 @@ async fn sign_in_refusals_are_precise_and_audited() {
     assert!(c.cookie("steward_console").is_none());
     let events = audit_actions(&t, "console.signin").await;
     assert!(
-        events
-            .iter()
-            .any(|e| e["outcome"] == "failure" && e["reason"] == "client secret belongs to another client"),
+        events.iter().any(|e| e["outcome"] == "failure"
+            && e["reason"] == "client secret belongs to another client"),
         "{events:?}"
     );
     assert!(events.iter().any(|e| e["outcome"] == "denied"
@@ -394,16 +428,21 @@ async fn sign_in_refusals_are_precise_and_audited() {
     let p = bare
         .post(
             "/ui/signin",
-            &[("csrf", &"B".repeat(43)), ("client_id", &id), ("client_secret", &secret)],
+            &[
+                ("csrf", &"B".repeat(43)),
+                ("client_id", &id),
+                ("client_secret", &secret),
+            ],
         )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert!(bare.cookie("steward_console").is_none());
     let refusals = audit_actions(&t, "console.request").await;
-    assert!(refusals.iter().any(|e| e["reason"]
-        .as_str()
-        .unwrap()
-        .contains("sign-in form token")));
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().contains("sign-in form token"))
+    );
 }
 
 #[tokio::test]
@@ -429,7 +468,10 @@ async fn sign_in_attempts_are_rate_limited() {
         .filter(|e| e["outcome"] == "denied")
         .collect();
     assert_eq!(denied.len(), 1);
-    assert_eq!(denied[0]["reason"], "too many sign-in attempts from this address");
+    assert_eq!(
+        denied[0]["reason"],
+        "too many sign-in attempts from this address"
+    );
 }
 
 #[tokio::test]
@@ -446,14 +488,22 @@ async fn forged_cross_site_posts_are_refused() {
     let p = c.post_with(&path, &[("action", "suspend")], &same).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     let p = c
-        .post_with(&path, &[("action", "suspend"), ("csrf", &"A".repeat(43))], &same)
+        .post_with(
+            &path,
+            &[("action", "suspend"), ("csrf", &"A".repeat(43))],
+            &same,
+        )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     let mut other = ConsoleClient::new(&t);
     let other_csrf = other.sign_in().await;
     assert_ne!(other_csrf, csrf);
     let p = c
-        .post_with(&path, &[("action", "suspend"), ("csrf", &other_csrf)], &same)
+        .post_with(
+            &path,
+            &[("action", "suspend"), ("csrf", &other_csrf)],
+            &same,
+        )
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     // The right token, but posted from another site.
@@ -463,9 +513,7 @@ async fn forged_cross_site_posts_are_refused() {
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert!(p.body.contains("foreign origin"));
-    let p = c
-        .post_with(&path, &form, &[("origin", "null")])
-        .await;
+    let p = c.post_with(&path, &form, &[("origin", "null")]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     let p = c
         .post_with(&path, &form, &[("sec-fetch-site", "cross-site")])
@@ -484,25 +532,42 @@ async fn forged_cross_site_posts_are_refused() {
     let refusals = audit_actions(&t, "console.request").await;
     assert!(refusals.len() >= 6, "{refusals:?}");
     assert!(refusals.iter().all(|e| e["outcome"] == "denied"));
-    assert!(refusals
-        .iter()
-        .any(|e| e["reason"] == "the form carries no CSRF token" && e["actor"] == t.admin_id.as_str()));
+    assert!(
+        refusals
+            .iter()
+            .any(|e| e["reason"] == "the form carries no CSRF token"
+                && e["actor"] == t.admin_id.as_str())
+    );
 
     // The genuine post works, through the same service and audit as the API.
     let p = c
-        .post(&path, &[("action", "suspend"), ("csrf", &csrf), ("reason", "incident 42")])
+        .post(
+            &path,
+            &[
+                ("action", "suspend"),
+                ("csrf", &csrf),
+                ("reason", "incident 42"),
+            ],
+        )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    assert_eq!(p.location(), format!("/ui/identities/{target}?done=suspend"));
+    assert_eq!(
+        p.location(),
+        format!("/ui/identities/{target}?done=suspend")
+    );
     let (_, v) = t
         .api(Method::GET, &format!("/v1/identities/{target}"), None)
         .await;
     assert_eq!(v["status"], "suspended");
-    let ev = t.audit(&format!("action=identity.suspend&identity={target}")).await;
+    let ev = t
+        .audit(&format!("action=identity.suspend&identity={target}"))
+        .await;
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["actor"], t.admin_id.as_str());
     assert_eq!(ev[0]["reason"], "incident 42");
-    let detail = c.get(&format!("/ui/identities/{target}?done=suspend")).await;
+    let detail = c
+        .get(&format!("/ui/identities/{target}?done=suspend"))
+        .await;
     assert!(detail.body.contains(r#"id="identity-status">suspended<"#));
     assert!(detail.body.contains("The identity was suspended"));
 }
@@ -517,7 +582,8 @@ async fn sessions_end_on_idle_and_absolute_timeouts() {
         t.clock.advance(time::Duration::minutes(10));
         assert_eq!(c.get("/ui/overview").await.status, StatusCode::OK);
     }
-    t.clock.advance(time::Duration::minutes(15) + time::Duration::seconds(1));
+    t.clock
+        .advance(time::Duration::minutes(15) + time::Duration::seconds(1));
     let p = c.get("/ui/overview").await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert!(p.location().contains("expired=1"), "{}", p.location());
@@ -566,7 +632,11 @@ async fn sessions_end_when_the_identity_or_its_key_stops_working() {
 
     // Suspended through the API: the very next console request is refused.
     let (s, _) = t
-        .api(Method::POST, &format!("/v1/identities/{ops_id}/suspend"), None)
+        .api(
+            Method::POST,
+            &format!("/v1/identities/{ops_id}/suspend"),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(c.get("/ui/overview").await.status, StatusCode::SEE_OTHER);
@@ -574,10 +644,17 @@ async fn sessions_end_when_the_identity_or_its_key_stops_working() {
     assert_eq!(ended.last().unwrap()["reason"], "identity is suspended");
 
     // Resumed, signed in again, then the key it signed in with is revoked.
-    t.api(Method::POST, &format!("/v1/identities/{ops_id}/resume"), None)
-        .await;
+    t.api(
+        Method::POST,
+        &format!("/v1/identities/{ops_id}/resume"),
+        None,
+    )
+    .await;
     let mut c = ConsoleClient::new(&t);
-    assert_eq!(c.sign_in_as(&ops_id, &key).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        c.sign_in_as(&ops_id, &key).await.status,
+        StatusCode::SEE_OTHER
+    );
     let (s, _) = t
         .api(
             Method::DELETE,
@@ -588,7 +665,10 @@ async fn sessions_end_when_the_identity_or_its_key_stops_working() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(c.get("/ui/overview").await.status, StatusCode::SEE_OTHER);
     let ended = audit_actions(&t, "console.session_end").await;
-    assert_eq!(ended.last().unwrap()["reason"], "credential has been revoked");
+    assert_eq!(
+        ended.last().unwrap()["reason"],
+        "credential has been revoked"
+    );
 }
 
 #[tokio::test]
@@ -599,7 +679,11 @@ async fn inventory_searches_filters_and_pages() {
     let mut ids = Vec::new();
     for (o, name, extra) in [
         (&owner, "payments-api", json!({"purpose": "charges cards"})),
-        (&owner, "payments-worker", json!({"purpose": "settles batches"})),
+        (
+            &owner,
+            "payments-worker",
+            json!({"purpose": "settles batches"}),
+        ),
         (
             &other,
             "ledger",
@@ -635,17 +719,31 @@ async fn inventory_searches_filters_and_pages() {
         names(&c.get("/ui/identities?q=batch&match=contains").await),
         ["payments-worker"]
     );
-    assert_eq!(names(&c.get("/ui/identities?kind=pipeline").await), ["ledger"]);
-    assert_eq!(names(&c.get("/ui/identities?environment=dev").await), ["ledger"]);
+    assert_eq!(
+        names(&c.get("/ui/identities?kind=pipeline").await),
+        ["ledger"]
+    );
+    assert_eq!(
+        names(&c.get("/ui/identities?environment=dev").await),
+        ["ledger"]
+    );
     assert_eq!(
         names(&c.get(&format!("/ui/identities?owner={other}")).await),
         ["ledger"]
     );
-    t.api(Method::POST, &format!("/v1/identities/{}/suspend", ids[1]), None)
-        .await;
+    t.api(
+        Method::POST,
+        &format!("/v1/identities/{}/suspend", ids[1]),
+        None,
+    )
+    .await;
     let suspended = c.get("/ui/identities?status=suspended").await;
     assert_eq!(names(&suspended), ["payments-worker"]);
-    assert!(suspended.body.contains(r#"<option value="suspended" selected>"#));
+    assert!(
+        suspended
+            .body
+            .contains(r#"<option value="suspended" selected>"#)
+    );
     // Empty filter fields (as a form submits them) mean "any".
     let p = c
         .get("/ui/identities?q=&match=prefix&kind=&environment=&owner=&status=")
@@ -680,8 +778,14 @@ async fn inventory_searches_filters_and_pages() {
     let p = c.get(&format!("/ui/identities?q={}", ids[2])).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert_eq!(p.location(), format!("/ui/identities/{}", ids[2]));
-    assert_eq!(c.get("/ui/identities?kind=robot").await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(c.get("/ui/identities?cursor=zz").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.get("/ui/identities?kind=robot").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.get("/ui/identities?cursor=zz").await.status,
+        StatusCode::BAD_REQUEST
+    );
     let risk = c.get("/ui/identities?risk=high").await;
     assert_eq!(risk.status, StatusCode::BAD_REQUEST);
     assert!(risk.body.contains("risk filter is not available"));
@@ -709,14 +813,20 @@ async fn identity_detail_escapes_and_rotates_a_key_once() {
     let p = c.get(&format!("/ui/identities/{id}")).await;
     assert_eq!(p.status, StatusCode::OK);
     // Escaped (askama writes numeric entities), never raw.
-    assert!(p.body.contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; friends"));
+    assert!(
+        p.body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62; &#38; friends")
+    );
     assert!(!p.body.contains("<script>alert"));
     assert!(p.body.contains("team-payments"));
     assert!(p.body.contains("tier=1"));
     assert!(p.body.contains("payments:write"));
     assert!(p.body.contains(r#"id="usage-unavailable""#));
     // Credentials with state and age; recent audit records of this identity, newest first.
-    assert!(p.body.contains(r#"<span class="badge active">active</span>"#));
+    assert!(
+        p.body
+            .contains(r#"<span class="badge active">active</span>"#)
+    );
     let audit = &p.body[p.body.find(r#"id="recent-audit""#).unwrap()..];
     let issue = audit.find("token.issue").unwrap();
     let created = audit.find("identity.create").unwrap();
@@ -725,7 +835,9 @@ async fn identity_detail_escapes_and_rotates_a_key_once() {
     assert!(p.body.contains(r#"id="action-retire""#));
     assert!(!p.body.contains(r#"id="action-resume""#));
     assert_eq!(
-        c.get(&format!("/ui/identities/{}", Uuid::now_v7())).await.status,
+        c.get(&format!("/ui/identities/{}", Uuid::now_v7()))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 
@@ -748,11 +860,21 @@ async fn identity_detail_escapes_and_rotates_a_key_once() {
     // The detail page does not show it again.
     let again = c.get(&format!("/ui/identities/{id}")).await;
     assert!(!again.body.contains(new_secret));
-    assert!(again.body.contains(r#"<span class="badge retiring">retiring</span>"#));
-    let ev = t.audit(&format!("action=credential.rotate&identity={id}")).await;
+    assert!(
+        again
+            .body
+            .contains(r#"<span class="badge retiring">retiring</span>"#)
+    );
+    let ev = t
+        .audit(&format!("action=credential.rotate&identity={id}"))
+        .await;
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["actor"], t.admin_id.as_str());
-    assert!(!serde_json::to_string(&t.audit("").await).unwrap().contains(new_secret));
+    assert!(
+        !serde_json::to_string(&t.audit("").await)
+            .unwrap()
+            .contains(new_secret)
+    );
 }
 
 fn finding(identity: &str, n: u128, nhi: &str, severity: &str) -> FindingRecord {
@@ -760,7 +882,12 @@ fn finding(identity: &str, n: u128, nhi: &str, severity: &str) -> FindingRecord 
     FindingRecord {
         id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n),
         identity_id: Some(Uuid::parse_str(identity).unwrap()),
-        kind: if nhi == "NHI2:2025" { "secret_leaked" } else { "dormant" }.into(),
+        kind: if nhi == "NHI2:2025" {
+            "secret_leaked"
+        } else {
+            "dormant"
+        }
+        .into(),
         severity: severity.into(),
         status: FindingStatus::Open,
         owasp_nhi: nhi.into(),
@@ -787,8 +914,18 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
         .store
         .commit(
             Change::new()
-                .with(Mutation::InsertFinding(finding(&app, 1, "NHI2:2025", "critical")))
-                .with(Mutation::InsertFinding(finding(&app, 2, "NHI1:2025", "low"))),
+                .with(Mutation::InsertFinding(finding(
+                    &app,
+                    1,
+                    "NHI2:2025",
+                    "critical",
+                )))
+                .with(Mutation::InsertFinding(finding(
+                    &app,
+                    2,
+                    "NHI1:2025",
+                    "low",
+                ))),
         )
         .await
         .unwrap();
@@ -806,30 +943,58 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
         .unwrap();
     let issued = t.audit("action=token.issue&outcome=success").await.len() as u64;
     assert!(tokens >= 5 && tokens <= issued, "{tokens} of {issued}");
-    assert_eq!(p.body.matches(r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart"#).count(), 6);
-    assert!(p.body.contains(r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart line-chart""#));
-    for (id, name) in [("NHI1:2025", "Improper Offboarding"), ("NHI10:2025", "Human Use of NHI")] {
-        assert!(p.body.contains(&format!("<th scope=\"row\">{id}</th><td>{name}</td>")), "{id}");
+    assert_eq!(
+        p.body
+            .matches(r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart"#)
+            .count(),
+        6
+    );
+    assert!(
+        p.body
+            .contains(r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart line-chart""#)
+    );
+    for (id, name) in [
+        ("NHI1:2025", "Improper Offboarding"),
+        ("NHI10:2025", "Human Use of NHI"),
+    ] {
+        assert!(
+            p.body
+                .contains(&format!("<th scope=\"row\">{id}</th><td>{name}</td>")),
+            "{id}"
+        );
     }
     assert!(p.body.contains("<title>NHI2:2025: 1</title>"));
     assert!(p.body.contains("<title>critical: 1</title>"));
 
     let f = c.get("/ui/findings?status=open").await;
     assert_eq!(f.status, StatusCode::OK);
-    assert!(f.body.contains(">secret_leaked</a></th><td class=\"num\">1</td>"));
-    assert!(f.body.contains(r#"<abbr title="Secret Leakage">NHI2:2025</abbr>"#));
+    assert!(
+        f.body
+            .contains(">secret_leaked</a></th><td class=\"num\">1</td>")
+    );
+    assert!(
+        f.body
+            .contains(r#"<abbr title="Secret Leakage">NHI2:2025</abbr>"#)
+    );
     assert!(f.body.contains("&#60;b&#62;seen&#60;/b&#62;") && !f.body.contains("<b>seen"));
     assert!(f.body.contains(r#"id="accept-unavailable""#));
     let only = c.get("/ui/findings?type=dormant").await;
     assert!(only.body.contains("dormant") && !only.body.contains("<td>secret_leaked</td>"));
-    assert_eq!(c.get("/ui/findings?status=bogus").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.get("/ui/findings?status=bogus").await.status,
+        StatusCode::BAD_REQUEST
+    );
     // Accepting is not wired on this build: refused plainly, never half-done.
     let csrf = f.csrf();
     let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001).to_string();
     let a = c
         .post(
             &format!("/ui/findings/{id}/accept"),
-            &[("csrf", &csrf), ("until", "2099-01-01"), ("reason", "vendor fix due")],
+            &[
+                ("csrf", &csrf),
+                ("until", "2099-01-01"),
+                ("reason", "vendor fix due"),
+            ],
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
@@ -866,7 +1031,11 @@ async fn audit_page_filters_and_verifies_the_chain() {
     c.sign_in().await;
     let p = c.get("/ui/audit").await;
     assert_eq!(p.status, StatusCode::OK);
-    assert!(p.body.contains("<strong>Verified:</strong> records 1–"), "{}", p.body);
+    assert!(
+        p.body.contains("<strong>Verified:</strong> records 1–"),
+        "{}",
+        p.body
+    );
     // Newest first: the sign-in comes before the identity's creation.
     let signin = p.body.find("<td>console.signin</td>").unwrap();
     let create = p.body.find("<td>identity.create</td>").unwrap();
@@ -876,7 +1045,10 @@ async fn audit_page_filters_and_verifies_the_chain() {
     assert!(!only.body.contains("<td>identity.create</td>"));
     let since = c.get("/ui/audit?since=2999-01-01").await;
     assert!(since.body.contains("No audit records match."));
-    assert_eq!(c.get("/ui/audit?since=yesterday").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.get("/ui/audit?since=yesterday").await.status,
+        StatusCode::BAD_REQUEST
+    );
     let page1 = c.get("/ui/audit?action=identity.").await;
     assert!(page1.body.contains("<td>identity.create</td>"));
 }

@@ -123,10 +123,9 @@ async fn journey(j: &mut Journey<'_>, target: &str) -> Result<(), String> {
         return Err(format!("search found {} rows, expected 1", rows.len()));
     }
     j.shot("search").await;
-    let link = j
-        .b
-        .find(&format!("#identities a[href='/ui/identities/{target}']"))
-        .await?;
+    let link =
+        j.b.find(&format!("#identities a[href='/ui/identities/{target}']"))
+            .await?;
     j.b.click(&link).await?;
     j.b.wait_for_url("the identity page", |u| {
         u.ends_with(&format!("/ui/identities/{target}"))
@@ -147,17 +146,15 @@ async fn journey(j: &mut Journey<'_>, target: &str) -> Result<(), String> {
     j.shot("suspended").await;
 
     j.at("the API shows it suspended, suspended by the signed-in admin");
-    let (s, v) = j
-        .t
-        .api(Method::GET, &format!("/v1/identities/{target}"), None)
-        .await;
+    let (s, v) =
+        j.t.api(Method::GET, &format!("/v1/identities/{target}"), None)
+            .await;
     if s != StatusCode::OK || v["status"] != "suspended" {
         return Err(format!("API: {s} {v}"));
     }
-    let ev = j
-        .t
-        .audit(&format!("action=identity.suspend&identity={target}"))
-        .await;
+    let ev =
+        j.t.audit(&format!("action=identity.suspend&identity={target}"))
+            .await;
     if ev.len() != 1 || ev[0]["actor"] != j.t.admin_id.as_str() {
         return Err(format!("audit: {ev:?}"));
     }
@@ -188,8 +185,10 @@ async fn journey(j: &mut Journey<'_>, target: &str) -> Result<(), String> {
 
     j.at("sign out: the session ends on the server");
     j.b.click(&j.b.find("#signout").await?).await?;
-    j.b.wait_for_url("the sign-in page", |u| u.contains("/ui/signin?signed_out=1"))
-        .await?;
+    j.b.wait_for_url("the sign-in page", |u| {
+        u.contains("/ui/signin?signed_out=1")
+    })
+    .await?;
     if !j.b.source().await?.contains("You have signed out.") {
         return Err("no sign-out notice".into());
     }
@@ -222,13 +221,7 @@ async fn journey_without_js(j: &mut Journey<'_>, target: &str) -> Result<(), Str
     Ok(())
 }
 
-async fn run(
-    t: &TestServer,
-    driver: &Driver,
-    chromium: &Path,
-    target: &str,
-    js: bool,
-) {
+async fn run(t: &TestServer, driver: &Driver, chromium: &Path, target: &str, js: bool) {
     let b = match Browser::open_with(driver, chromium, js).await {
         Ok(b) => b,
         Err(e) => panic!("cannot open a Chromium session: {e}"),

@@ -6,14 +6,14 @@
 mod audit_chain;
 mod authz;
 mod certs;
-mod federation;
 mod console;
 mod console_browser;
+mod federation;
 mod harness;
 mod leaks;
 mod multi_node;
 mod oauth_errors;
 mod oauth_interop;
 mod registry;
-mod webdriver;
 mod resilience;
+mod webdriver;

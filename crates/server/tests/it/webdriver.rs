@@ -80,7 +80,11 @@ pub struct Element(String);
 
 impl Browser {
     /// Opens a headless Chromium session, with JavaScript on or off.
-    pub async fn open_with(driver: &Driver, chromium: &Path, javascript: bool) -> Result<Self, String> {
+    pub async fn open_with(
+        driver: &Driver,
+        chromium: &Path,
+        javascript: bool,
+    ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -96,7 +100,13 @@ impl Browser {
                 "prefs": {"profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 }}
             }
         }}});
-        let v = call(&http, reqwest::Method::POST, &format!("{}/session", driver.url), Some(caps)).await?;
+        let v = call(
+            &http,
+            reqwest::Method::POST,
+            &format!("{}/session", driver.url),
+            Some(caps),
+        )
+        .await?;
         let id = v["sessionId"]
             .as_str()
             .ok_or_else(|| format!("no session id in {v}"))?;
@@ -113,7 +123,12 @@ impl Browser {
         Ok(b)
     }
 
-    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+    async fn cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
         call(&self.http, method, &format!("{}{path}", self.base), body).await
     }
 
@@ -125,11 +140,6 @@ impl Browser {
 
     pub async fn current_url(&self) -> Result<String, String> {
         let v = self.cmd(reqwest::Method::GET, "/url", None).await?;
-        Ok(v.as_str().unwrap_or_default().to_owned())
-    }
-
-    pub async fn title(&self) -> Result<String, String> {
-        let v = self.cmd(reqwest::Method::GET, "/title", None).await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
 
@@ -199,7 +209,11 @@ impl Browser {
 
     pub async fn text(&self, e: &Element) -> Result<String, String> {
         let v = self
-            .cmd(reqwest::Method::GET, &format!("/element/{}/text", e.0), None)
+            .cmd(
+                reqwest::Method::GET,
+                &format!("/element/{}/text", e.0),
+                None,
+            )
             .await?;
         Ok(v.as_str().unwrap_or_default().to_owned())
     }
@@ -211,14 +225,12 @@ impl Browser {
     }
 
     /// Accepts an open `confirm()` dialog, if there is one.
-    pub async fn accept_alert(&self) -> Result<(), String> {
-        self.cmd(reqwest::Method::POST, "/alert/accept", Some(json!({})))
-            .await
-            .map(drop)
-    }
-
     /// Waits until the current URL satisfies `ok`.
-    pub async fn wait_for_url(&self, what: &str, ok: impl Fn(&str) -> bool) -> Result<String, String> {
+    pub async fn wait_for_url(
+        &self,
+        what: &str,
+        ok: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let url = self.current_url().await?;

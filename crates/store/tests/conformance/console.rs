@@ -498,23 +498,44 @@ pub async fn console_audit_newest_first_and_counts(store: Arc<dyn Store>) {
         5
     );
     assert_eq!(
-        store.count_audit_action("token.issue", None, 2, 5).await.unwrap(),
+        store
+            .count_audit_action("token.issue", None, 2, 5)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        store.count_audit_action("token.issue", None, 5, 5).await.unwrap(),
+        store
+            .count_audit_action("token.issue", None, 5, 5)
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
-        store.count_audit_action("token.issue", None, 7, 2).await.unwrap(),
+        store
+            .count_audit_action("token.issue", None, 7, 2)
+            .await
+            .unwrap(),
         0
     );
-    assert_eq!(store.count_audit_action("token.", None, 1, 11).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .count_audit_action("token.", None, 1, 11)
+            .await
+            .unwrap(),
+        0
+    );
     // With an outcome: a sixth issuance, refused, is counted apart from the five successes.
     let mut refused = AuditEvent::new(at(600), "system", "token.issue", Outcome::Denied);
     refused = refused.identity(id);
     commit(&store, Change::new().audit(refused)).await;
-    assert_eq!(store.count_audit_action("token.issue", None, 1, 12).await.unwrap(), 6);
+    assert_eq!(
+        store
+            .count_audit_action("token.issue", None, 1, 12)
+            .await
+            .unwrap(),
+        6
+    );
     assert_eq!(
         store
             .count_audit_action("token.issue", Some(Outcome::Success), 1, 12)

@@ -79,8 +79,10 @@ pub fn parse_time(s: &str, name: &str) -> Result<Option<OffsetDateTime>, Console
             return Ok(Some(t.assume_utc()));
         }
     }
-    if let Ok(d) = time::Date::parse(s, &time::macros::format_description!("[year]-[month]-[day]"))
-    {
+    if let Ok(d) = time::Date::parse(
+        s,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    ) {
         return Ok(Some(d.midnight().assume_utc()));
     }
     Err(ConsoleError::bad_request(format!(
@@ -97,7 +99,10 @@ pub async fn page(
     let app = &c.app;
     let identity_id = match p.identity.trim() {
         "" => None,
-        s => Some(Uuid::parse_str(s).map_err(|_| ConsoleError::bad_request("identity must be an identity id"))?),
+        s => Some(
+            Uuid::parse_str(s)
+                .map_err(|_| ConsoleError::bad_request("identity must be an identity id"))?,
+        ),
     };
     let outcome = match p.outcome.as_str() {
         "" => None,
@@ -107,7 +112,10 @@ pub async fn page(
     };
     let before = match p.before.as_str() {
         "" => None,
-        b => Some(b.parse::<u64>().map_err(|_| ConsoleError::bad_request("invalid cursor"))?),
+        b => Some(
+            b.parse::<u64>()
+                .map_err(|_| ConsoleError::bad_request("invalid cursor"))?,
+        ),
     };
     let q = AuditQuery {
         identity_id,
@@ -169,7 +177,10 @@ pub async fn page(
         next_href,
         first_href,
         verify_running: c.verification.running(),
-        verified_at: status.as_ref().map(|s| when(s.checked_at)).unwrap_or_default(),
+        verified_at: status
+            .as_ref()
+            .map(|s| when(s.checked_at))
+            .unwrap_or_default(),
         signed_at: status
             .as_ref()
             .and_then(|s| s.checkpoint_signed_at)

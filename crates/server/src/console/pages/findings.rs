@@ -96,10 +96,9 @@ pub async fn page(
     let app = &c.app;
     let status = match p.status.as_str() {
         "" | "all" => None,
-        s => Some(
-            FindingStatus::parse(s)
-                .ok_or_else(|| ConsoleError::bad_request("status must be open, accepted or resolved"))?,
-        ),
+        s => Some(FindingStatus::parse(s).ok_or_else(|| {
+            ConsoleError::bad_request("status must be open, accepted or resolved")
+        })?),
     };
     let after = match p.cursor.as_str() {
         "" => None,
@@ -130,7 +129,10 @@ pub async fn page(
     let types = per_type
         .into_iter()
         .map(|(k, (open, accepted, resolved))| TypeCount {
-            href: format!("/ui/findings{}", query(&[("type", &k), ("status", status_s)])),
+            href: format!(
+                "/ui/findings{}",
+                query(&[("type", &k), ("status", status_s)])
+            ),
             current: kind.as_deref() == Some(k.as_str()),
             kind: k,
             open,
@@ -215,8 +217,12 @@ pub async fn accept(
     Path(id): Path<String>,
     ConsoleForm(form): ConsoleForm<AcceptForm>,
 ) -> Result<Response, ConsoleError> {
-    op.check_csrf(&c, &format!("/ui/findings/{id}/accept"), form.csrf.as_deref())
-        .await?;
+    op.check_csrf(
+        &c,
+        &format!("/ui/findings/{id}/accept"),
+        form.csrf.as_deref(),
+    )
+    .await?;
     let id = Uuid::parse_str(&id)
         .map_err(|_| ConsoleError::new(StatusCode::NOT_FOUND, "finding not found"))?;
     if !accept_available(&c.app) {
@@ -243,4 +249,3 @@ pub async fn accept(
     accept_finding(&c.app, &op.ctx, id, until, reason).await?;
     Ok(axum::response::Redirect::to("/ui/findings?status=open").into_response())
 }
-

@@ -67,18 +67,13 @@ pub fn actions_for(status: IdentityStatus) -> Vec<Action> {
         confirm,
     };
     match status {
-        IdentityStatus::PendingApproval => vec![
-            a("approve", "Approve", false),
-            a("retire", "Retire", true),
-        ],
-        IdentityStatus::Active => vec![
-            a("suspend", "Suspend", false),
-            a("retire", "Retire", true),
-        ],
-        IdentityStatus::Suspended => vec![
-            a("resume", "Resume", false),
-            a("retire", "Retire", true),
-        ],
+        IdentityStatus::PendingApproval => {
+            vec![a("approve", "Approve", false), a("retire", "Retire", true)]
+        }
+        IdentityStatus::Active => vec![a("suspend", "Suspend", false), a("retire", "Retire", true)],
+        IdentityStatus::Suspended => {
+            vec![a("resume", "Resume", false), a("retire", "Retire", true)]
+        }
         IdentityStatus::Expired => vec![a("retire", "Retire", true)],
         IdentityStatus::Retired => vec![],
     }
@@ -160,7 +155,9 @@ pub struct DetailParams {
 fn done_message(done: &str) -> Option<&'static str> {
     Some(match done {
         "approve" => "The identity was approved.",
-        "suspend" => "The identity was suspended: it can get no new tokens, and its tokens stop working.",
+        "suspend" => {
+            "The identity was suspended: it can get no new tokens, and its tokens stop working."
+        }
         "resume" => "The identity was resumed.",
         "retire" => "The identity was retired: its credentials and tokens are revoked.",
         _ => return None,
@@ -228,13 +225,20 @@ pub async fn page(
         created_by: i.created_by.clone(),
         approved_by: i.approved_by.clone().unwrap_or_default(),
         vendor: i.vendor.clone().unwrap_or_default(),
-        labels: i.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        labels: i
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         owner_id: i.owner_id.to_string(),
         owner_name: owner
             .as_ref()
             .map(|o| o.name.clone())
             .unwrap_or_else(|| i.owner_id.to_string()),
-        owner_contact: owner.as_ref().map(|o| o.contact.clone()).unwrap_or_default(),
+        owner_contact: owner
+            .as_ref()
+            .map(|o| o.contact.clone())
+            .unwrap_or_default(),
         owner_departed: owner
             .as_ref()
             .is_some_and(|o| o.status == steward_core::OwnerStatus::Departed),
@@ -328,7 +332,9 @@ pub async fn lifecycle(
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
     if reason.as_ref().is_some_and(|r| r.len() > 500) {
-        return Err(ConsoleError::bad_request("the reason is too long (500 characters at most)"));
+        return Err(ConsoleError::bad_request(
+            "the reason is too long (500 characters at most)",
+        ));
     }
     c.app
         .transition_identity(&op.ctx, id, action, reason)
@@ -401,19 +407,19 @@ mod tests {
 
     #[test]
     fn actions_follow_the_lifecycle() {
-        let values = |s| {
-            actions_for(s)
-                .iter()
-                .map(|a| a.value)
-                .collect::<Vec<_>>()
-        };
+        let values = |s| actions_for(s).iter().map(|a| a.value).collect::<Vec<_>>();
         assert_eq!(values(IdentityStatus::Active), ["suspend", "retire"]);
         assert_eq!(values(IdentityStatus::Suspended), ["resume", "retire"]);
-        assert_eq!(values(IdentityStatus::PendingApproval), ["approve", "retire"]);
+        assert_eq!(
+            values(IdentityStatus::PendingApproval),
+            ["approve", "retire"]
+        );
         assert!(values(IdentityStatus::Retired).is_empty());
-        assert!(actions_for(IdentityStatus::Active)
-            .iter()
-            .all(|a| a.confirm == (a.value == "retire")));
+        assert!(
+            actions_for(IdentityStatus::Active)
+                .iter()
+                .all(|a| a.confirm == (a.value == "retire"))
+        );
         assert!(done_message("suspend").is_some());
         assert!(done_message("<script>").is_none());
     }

@@ -51,10 +51,7 @@ pub struct Choice {
     pub selected: bool,
 }
 
-fn choices<'a>(
-    values: impl Iterator<Item = (&'a str, &'a str)>,
-    selected: &str,
-) -> Vec<Choice> {
+fn choices<'a>(values: impl Iterator<Item = (&'a str, &'a str)>, selected: &str) -> Vec<Choice> {
     values
         .map(|(v, l)| Choice {
             value: v.to_owned(),
@@ -108,7 +105,11 @@ pub async fn page(
     let contains = match p.mode.as_str() {
         "" | "prefix" => false,
         "contains" => true,
-        _ => return Err(ConsoleError::bad_request("match must be prefix or contains")),
+        _ => {
+            return Err(ConsoleError::bad_request(
+                "match must be prefix or contains",
+            ));
+        }
     };
     let kind = match p.kind.as_str() {
         "" => None,
@@ -127,7 +128,8 @@ pub async fn page(
     let owner = match p.owner.as_str() {
         "" => None,
         o => Some(
-            Uuid::parse_str(o).map_err(|_| ConsoleError::bad_request("owner must be an owner id"))?,
+            Uuid::parse_str(o)
+                .map_err(|_| ConsoleError::bad_request("owner must be an owner id"))?,
         ),
     };
     let after = match p.cursor.as_str() {
@@ -231,7 +233,12 @@ pub async fn page(
     if let Some(o) = owner
         && !owners.iter().any(|c| c.selected)
     {
-        let name = c.owners.names(app, &[o]).await.remove(&o).unwrap_or_default();
+        let name = c
+            .owners
+            .names(app, &[o])
+            .await
+            .remove(&o)
+            .unwrap_or_default();
         owners.insert(
             0,
             Choice {

@@ -158,7 +158,9 @@ impl OverviewCache {
             // Bounded: keep only the hours the chart can still show.
             let oldest = starts[0];
             c.finished_hours.retain(|h, _| *h >= oldest);
-            if c.current_hour.is_none_or(|old| old.counted_to <= current.counted_to) {
+            if c.current_hour
+                .is_none_or(|old| old.counted_to <= current.counted_to)
+            {
                 c.current_hour = Some(current);
             }
         }
@@ -208,10 +210,7 @@ struct OverviewPage {
     ttl_secs: u64,
 }
 
-fn sum_by<'a>(
-    items: impl Iterator<Item = (&'a str, u64)>,
-    order: &[&str],
-) -> Vec<(String, u64)> {
+fn sum_by<'a>(items: impl Iterator<Item = (&'a str, u64)>, order: &[&str]) -> Vec<(String, u64)> {
     let mut m: BTreeMap<String, u64> = BTreeMap::new();
     for (k, n) in items {
         *m.entry(k.to_owned()).or_default() += n;
@@ -236,7 +235,8 @@ pub async fn page(State(c): State<Console>, op: Operator) -> Result<Response, Co
     let hours = c.overview.tokens_per_hour(app, now).await?;
 
     let total = stats.identities.iter().map(|s| s.count).sum();
-    let listing = |k: &str, v: &str| format!("/ui/identities{}", crate::console::view::query(&[(k, v)]));
+    let listing =
+        |k: &str, v: &str| format!("/ui/identities{}", crate::console::view::query(&[(k, v)]));
     let counts = |pairs: Vec<(String, u64)>, key: &str| -> Vec<Count> {
         pairs
             .into_iter()
@@ -250,7 +250,10 @@ pub async fn page(State(c): State<Console>, op: Operator) -> Result<Response, Co
     };
     let by_status = counts(
         sum_by(
-            stats.identities.iter().map(|s| (s.status.as_str(), s.count)),
+            stats
+                .identities
+                .iter()
+                .map(|s| (s.status.as_str(), s.count)),
             &STATUSES,
         ),
         "status",
@@ -286,15 +289,16 @@ pub async fn page(State(c): State<Console>, op: Operator) -> Result<Response, Co
 
     let open = || stats.findings.iter().filter(|f| f.status == "open");
     let open_findings = open().map(|f| f.count).sum();
-    let by_severity: Vec<Count> = sum_by(open().map(|f| (f.severity.as_str(), f.count)), &SEVERITIES)
-        .into_iter()
-        .map(|(label, value)| Count {
-            href: "/ui/findings?status=open".into(),
-            detail: String::new(),
-            label,
-            value,
-        })
-        .collect();
+    let by_severity: Vec<Count> =
+        sum_by(open().map(|f| (f.severity.as_str(), f.count)), &SEVERITIES)
+            .into_iter()
+            .map(|(label, value)| Count {
+                href: "/ui/findings?status=open".into(),
+                detail: String::new(),
+                label,
+                value,
+            })
+            .collect();
     let nhi_ids: Vec<&str> = OWASP_NHI.iter().map(|(id, _)| *id).collect();
     let by_owasp: Vec<Count> = sum_by(open().map(|f| (f.owasp_nhi.as_str(), f.count)), &nhi_ids)
         .into_iter()
