@@ -130,7 +130,8 @@ fn string_literal(e: &Value) -> Option<String> {
 pub(crate) fn build(
     slice: &PolicySet,
     guaranteed: &HashSet<String>,
-) -> Result<Option<AttrIndex>, cedar_policy::PolicySetError> {
+) -> Result<Option<AttrIndex>, String> {
+    let add = |set: &mut PolicySet, p: &Policy| set.add(p.clone()).map_err(|e| e.to_string());
     let tests: Vec<(&Policy, Vec<(String, String)>)> = slice
         .policies()
         .map(|p| {
@@ -167,7 +168,7 @@ pub(crate) fn build(
             .map(|(_, v)| v.as_str())
             .collect();
         if values.is_empty() {
-            rest.add((*p).clone())?;
+            add(&mut rest, p)?;
         } else {
             tested.push((p, values));
         }
@@ -178,7 +179,7 @@ pub(crate) fn build(
         let mut set = rest.clone();
         for (p, values) in &tested {
             if values.len() == 1 && values.contains(value) {
-                set.add((*p).clone())?;
+                add(&mut set, p)?;
             }
         }
         by_value.insert(value.to_owned(), set);

@@ -311,10 +311,7 @@ impl Base {
     }
 
     /// Splits `set` by (action, resource type): a policy joins every slice its scope admits.
-    fn slice(
-        &self,
-        set: &PolicySet,
-    ) -> Result<HashMap<(String, String), (PolicySet, Option<index::AttrIndex>)>, PolicyError> {
+    fn slice(&self, set: &PolicySet) -> Result<Slices, PolicyError> {
         let mut slices = HashMap::new();
         for (action, decl) in &self.config.actions {
             let auid = uid(ACTION_TYPE, action).map_err(PolicyError::Config)?;
@@ -492,6 +489,9 @@ impl Decision {
     }
 }
 
+/// (action, resource type) → that slice's policies and their attribute index, if any.
+type Slices = HashMap<(String, String), (PolicySet, Option<index::AttrIndex>)>;
+
 /// A compiled policy set (guard rails + operator policies), ready to evaluate.
 pub struct Engine {
     base: Arc<Base>,
@@ -499,7 +499,7 @@ pub struct Engine {
     /// (action, resource type) → the policies whose scope can match such a request. Cedar
     /// evaluates every policy of a set; slicing by scope keeps that to the relevant ones, and
     /// each slice's index (see `index`) narrows it by one resource attribute's value.
-    slices: HashMap<(String, String), (PolicySet, Option<index::AttrIndex>)>,
+    slices: Slices,
     forbids: HashSet<String>,
     authorizer: Authorizer,
 }

@@ -88,6 +88,7 @@ fn identity(n: usize, owners: &[Owner], now: OffsetDateTime) -> Identity {
         updated_at: now,
         version: 1,
         allowed_dns_names: Vec::new(),
+        may_act: Vec::new(),
     }
 }
 
