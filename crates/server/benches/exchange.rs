@@ -13,6 +13,8 @@
 #[allow(dead_code)]
 #[path = "http/load.rs"]
 mod load;
+#[path = "http/row.rs"]
+mod row;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use hyper::{Method, Request, Uri};
 use serde_json::{Value, json};
 use steward_server::{ServerConfig, StartOptions};
 
-use load::{MakeRequest, Plan};
+use load::MakeRequest;
 
 const AUD: &str = "https://steward.bench";
 const TOKENS: usize = 512;
@@ -50,14 +52,6 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
-}
-
-struct Row {
-    what: String,
-    ops: f64,
-    p50: Option<f64>,
-    p99: Option<f64>,
-    errors: u64,
 }
 
 fn main() {
@@ -332,36 +326,14 @@ fn run() -> Result<(), String> {
         })
     };
 
-    let run_row = |what: &str, make: MakeRequest| -> Result<Row, String> {
-        let (status, body) = rt.block_on(load::one_shot(addr, make(0, 0)))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{what}: sanity request failed: {status} {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        let running = load::start(&Plan {
-            addr,
-            connections: clients,
-            threads: client_threads,
-            warmup,
-            measure,
-            make,
-        })?;
-        let out = running.join()?;
-        let row = Row {
-            what: what.to_owned(),
-            ops: out.ok as f64 / measure.as_secs_f64(),
-            p50: out.percentile_ms(0.5),
-            p99: out.percentile_ms(0.99),
-            errors: out.errors,
-        };
-        if !out.error_samples.is_empty() {
-            eprintln!("{what}: errors: {:?}", out.error_samples);
-        }
-        eprintln!("{what}: {:.0}/s", row.ops);
-        Ok(row)
+    let setup = row::Setup {
+        addr,
+        clients,
+        client_threads,
+        warmup,
+        measure,
     };
+    let run_row = |what: &str, make: MakeRequest| row::measure(&rt, &setup, what, make);
     let rows = vec![
         run_row("no-op `GET /_noop` (baseline, same run)", noop)?,
         run_row(

@@ -298,7 +298,7 @@ pub(crate) struct Statements {
     /// writer transaction already excludes every other writer).
     pub(crate) lock_head: &'static str,
     pub(crate) store_head: &'static str,
-    /// Inserts the audit rows of one JSON array (see `ops::AuditInserts`).
+    /// Inserts the audit rows of one JSON array (see `ops::insert_audit`).
     pub(crate) insert_audit_json: &'static str,
     /// One self-contained statement that appends a batch of audit records and moves the head,
     /// or fails as a whole when the head is not where the writer remembers it (see

@@ -248,10 +248,7 @@ pub(crate) async fn list<D: Dialect>(
     conn: &mut Conn<D>,
     q: &FindingQuery,
 ) -> Result<Page<FindingRecord>, StoreError> {
-    let size = match q.limit {
-        0 => 100,
-        n => n.min(1000),
-    };
+    let size = crate::engine::page_size(q.limit);
     let mut b = SqlBuilder::<D>::new(sql::<D>().list_head);
     if let Some(i) = q.identity_id {
         b.sql(" AND identity_id = ").arg(Arg::uuid(i));
@@ -271,15 +268,11 @@ pub(crate) async fn list<D: Dialect>(
     b.sql(" ORDER BY id LIMIT ")
         .arg(Arg::int(i64::from(size) + 1));
     let rows = D::fetch_all(conn, b.build()).await.map_err(db_error::<D>)?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(record::<D>)
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() > size as usize {
-        items.truncate(size as usize);
-        items.last().map(|f| f.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(crate::engine::finish_page(items, size, |f| {
+        f.id.to_string()
+    }))
 }

@@ -1,8 +1,6 @@
 //! Write operations run inside the writer's transaction (mutations, one-time claims, purges, audit
 //! appends) and the mapping of backend errors to `StoreError`, written once for both backends.
 
-use std::marker::PhantomData;
-
 use sha2::{Digest, Sha256};
 use steward_core::{AuditEvent, Credential, Identity, Owner};
 use time::OffsetDateTime;
@@ -568,88 +566,75 @@ fn to_hex(bytes: &[u8]) -> String {
 /// `json_each`, PostgreSQL `json_array_elements`). Each statement of a batch is a round trip to
 /// the database (in SQLite, a hand-off to its connection thread), so the batch costs the same
 /// few round trips for 1 record or 1,000. Hashes travel as hex.
-pub(crate) struct AuditInserts<D: Dialect> {
-    _dialect: PhantomData<D>,
+pub(crate) async fn insert_audit<D: Dialect>(
+    conn: &mut Conn<D>,
+    rows: &[AuditRow<'_>],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let stmt = Stmt::new(D::SQL.insert_audit_json).owned_text(audit_json(rows)?);
+    let written = D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
+        Failure::Unique(_) => StoreError::Corrupt(
+            "audit: a record with the next sequence number already exists (audit_head is behind the log)"
+                .into(),
+        ),
+        _ => db_error::<D>(e),
+    })?;
+    if written != rows.len() as u64 {
+        return Err(StoreError::Backend(format!(
+            "audit: wrote {written} of {} records",
+            rows.len()
+        )));
+    }
+    Ok(())
 }
 
-impl<D: Dialect> AuditInserts<D> {
-    pub(crate) fn new() -> Self {
-        Self {
-            _dialect: PhantomData,
-        }
-    }
-
-    /// The JSON array of `rows`, each an array of the audit columns in table order.
-    pub(crate) fn json(rows: &[AuditRow<'_>]) -> Result<String, StoreError> {
-        #[derive(serde::Serialize)]
-        struct Row<'r>(
-            i64,
-            i64,
-            &'r str,
-            &'r str,
-            Option<&'r str>,
-            Option<uuid::Uuid>,
-            &'r str,
-            Option<&'r str>,
-            Option<&'r str>,
-            Option<&'r str>,
-            &'r str,
-            &'r str,
-            &'r str,
-        );
-        let hex: Vec<(String, String)> = rows
-            .iter()
-            .map(|r| (to_hex(&r.leaf_hash), to_hex(&r.chain_hash)))
-            .collect();
-        let out: Vec<Row<'_>> = rows
-            .iter()
-            .zip(&hex)
-            .map(|(r, (leaf, chain))| {
-                let e = r.event;
-                Row(
-                    r.seq,
-                    steward_core::to_micros(e.time),
-                    &e.actor,
-                    &e.action,
-                    e.target.as_deref(),
-                    e.identity_id,
-                    e.outcome.as_str(),
-                    e.reason.as_deref(),
-                    e.request_id.as_deref(),
-                    e.source.as_deref(),
-                    &r.details,
-                    leaf,
-                    chain,
-                )
-            })
-            .collect();
-        serde_json::to_string(&out)
-            .map_err(|e| StoreError::Backend(format!("cannot encode audit rows: {e}")))
-    }
-
-    /// Writes `rows` with one statement.
-    pub(crate) async fn insert(
-        &self,
-        conn: &mut Conn<D>,
-        rows: &[AuditRow<'_>],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let stmt = Stmt::new(D::SQL.insert_audit_json).owned_text(Self::json(rows)?);
-        let written = D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
-            Failure::Unique(_) => StoreError::Corrupt(
-                "audit: a record with the next sequence number already exists (audit_head is behind the log)"
-                    .into(),
-            ),
-            _ => db_error::<D>(e),
-        })?;
-        if written != rows.len() as u64 {
-            return Err(StoreError::Backend(format!(
-                "audit: wrote {written} of {} records",
-                rows.len()
-            )));
-        }
-        Ok(())
-    }
+/// The JSON array of `rows`, each an array of the audit columns in table order (see
+/// [`insert_audit`]).
+pub(crate) fn audit_json(rows: &[AuditRow<'_>]) -> Result<String, StoreError> {
+    #[derive(serde::Serialize)]
+    struct Row<'r>(
+        i64,
+        i64,
+        &'r str,
+        &'r str,
+        Option<&'r str>,
+        Option<uuid::Uuid>,
+        &'r str,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+        &'r str,
+        &'r str,
+        &'r str,
+    );
+    let hex: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (to_hex(&r.leaf_hash), to_hex(&r.chain_hash)))
+        .collect();
+    let out: Vec<Row<'_>> = rows
+        .iter()
+        .zip(&hex)
+        .map(|(r, (leaf, chain))| {
+            let e = r.event;
+            Row(
+                r.seq,
+                steward_core::to_micros(e.time),
+                &e.actor,
+                &e.action,
+                e.target.as_deref(),
+                e.identity_id,
+                e.outcome.as_str(),
+                e.reason.as_deref(),
+                e.request_id.as_deref(),
+                e.source.as_deref(),
+                &r.details,
+                leaf,
+                chain,
+            )
+        })
+        .collect();
+    serde_json::to_string(&out)
+        .map_err(|e| StoreError::Backend(format!("cannot encode audit rows: {e}")))
 }

@@ -219,10 +219,7 @@ pub(crate) async fn list<D: Dialect>(
     conn: &mut Conn<D>,
     q: &TrustPolicyQuery,
 ) -> Result<Page<TrustPolicyRecord>, StoreError> {
-    let size = match q.limit {
-        0 => 100,
-        n => n.min(1000),
-    };
+    let size = crate::engine::page_size(q.limit);
     let mut b = SqlBuilder::<D>::new(sql::<D>().list_head);
     if let Some(i) = &q.issuer {
         b.sql(" AND issuer = ").arg(Arg::text(i));
@@ -236,15 +233,11 @@ pub(crate) async fn list<D: Dialect>(
     b.sql(" ORDER BY id LIMIT ")
         .arg(Arg::int(i64::from(size) + 1));
     let rows = D::fetch_all(conn, b.build()).await.map_err(db_error::<D>)?;
-    let mut items = rows
+    let items = rows
         .iter()
         .map(record::<D>)
         .collect::<Result<Vec<_>, _>>()?;
-    let next = if items.len() > size as usize {
-        items.truncate(size as usize);
-        items.last().map(|p| p.id.to_string())
-    } else {
-        None
-    };
-    Ok(Page { items, next })
+    Ok(crate::engine::finish_page(items, size, |p| {
+        p.id.to_string()
+    }))
 }

@@ -28,7 +28,7 @@ use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dialect::{Conn, Dialect};
-use crate::ops::{self, AuditInserts, AuditRow, Claim};
+use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
 /// Queue capacity: how many writes may wait before callers are made to wait.
@@ -86,37 +86,21 @@ impl Writer {
     /// The writer runs on a thread of its own with a single-threaded runtime. A batch awaits the
     /// database a dozen times (BEGIN, statements, COMMIT); on the server's shared runtime each of
     /// those wake-ups would queue behind every request task, so under load a transaction would
-    /// spend most of its time waiting to be polled rather than writing. If the thread cannot be
-    /// started, the writer falls back to a task on the current runtime.
+    /// spend most of its time waiting to be polled rather than writing.
     pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build();
-        let rt = match runtime {
-            Ok(rt) => rt,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot build the writer's runtime; using the shared one");
-                tokio::spawn(run::<D>(pool, rx));
-                return Self { queue };
-            }
-        };
-        // Handed back if the thread cannot be started.
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((pool, rx))));
-        let theirs = std::sync::Arc::clone(&slot);
-        let started = std::thread::Builder::new()
-            .name(format!("steward-writer-{}", D::NAME))
-            .spawn(move || {
-                let taken = theirs.lock().map(|mut s| s.take()).ok().flatten();
-                if let Some((pool, rx)) = taken {
-                    rt.block_on(run::<D>(pool, rx));
-                }
-            });
+        let started = runtime.map_err(|e| e.to_string()).and_then(|rt| {
+            std::thread::Builder::new()
+                .name(format!("steward-writer-{}", D::NAME))
+                .spawn(move || rt.block_on(run::<D>(pool, rx)))
+                .map_err(|e| e.to_string())
+        });
+        // Without its thread the queue is closed: every write fails as unavailable.
         if let Err(e) = started {
-            tracing::warn!(error = %e, "cannot start the writer thread; using the shared runtime");
-            if let Some((pool, rx)) = slot.lock().ok().and_then(|mut s| s.take()) {
-                tokio::spawn(run::<D>(pool, rx));
-            }
+            tracing::error!(error = %e, backend = D::NAME, "cannot start the storage writer");
         }
         Self { queue }
     }
@@ -177,20 +161,17 @@ impl Writer {
 }
 
 /// What the writer carries from one batch to the next.
-struct WriterState<D: Dialect> {
-    inserts: AuditInserts<D>,
-    /// The audit head as of the last committed batch, where this writer is the database's only
-    /// writer (SQLite): it saves reading the head at the start of every batch. The head update
-    /// is conditional on the size read or remembered, so a head moved by anyone else fails the
-    /// batch instead of forking the chain, and is forgotten after any failed batch.
+struct WriterState {
+    /// The audit head as of this writer's last committed batch, forgotten after any failed one.
+    /// SQLite starts every batch from it instead of reading the head; PostgreSQL uses it only
+    /// for one-statement audit appends (`append_audit_only`). Either way the head update is
+    /// conditional on the size it started from, so a head moved by another writer fails the
+    /// batch (which then reruns from a fresh read) instead of forking the chain.
     head: Option<AuditHead>,
 }
 
 async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
-    let mut state = WriterState::<D> {
-        inserts: AuditInserts::new(),
-        head: None,
-    };
+    let mut state = WriterState { head: None };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let started = Instant::now();
@@ -222,7 +203,7 @@ enum BatchError {
 
 async fn process<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState<D>,
+    state: &mut WriterState,
     jobs: &[Job],
 ) -> Vec<Result<Done, StoreError>> {
     let first = match run_batch::<D>(pool, state, jobs).await {
@@ -268,7 +249,7 @@ async fn apply_all<D: Dialect>(
 
 async fn run_batch<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState<D>,
+    state: &mut WriterState,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     // Forgotten unless this batch commits (see `WriterState::head`).
@@ -354,7 +335,9 @@ async fn run_batch<D: Dialect>(
             e => BatchError::Aborted(e),
         };
         let (rows, next) = chain_events(head, pending.clone().map(|c| c.audit.as_slice()))?;
-        state.inserts.insert(&mut tx, &rows).await.map_err(stale)?;
+        ops::insert_audit::<D>(&mut tx, &rows)
+            .await
+            .map_err(stale)?;
         ops::store_head::<D>(&mut tx, &head, &next)
             .await
             .map_err(stale)?;
@@ -391,7 +374,7 @@ async fn run_batch<D: Dialect>(
 /// batch reruns on the general path, which locks and reads the head.
 async fn append_audit_only<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState<D>,
+    state: &mut WriterState,
     jobs: &[Job],
     head: AuditHead,
     sql: &'static str,
@@ -401,7 +384,7 @@ async fn append_audit_only<D: Dialect>(
         _ => None,
     });
     let (rows, next) = chain_events(head, events)?;
-    let json = AuditInserts::<D>::json(&rows).map_err(BatchError::Aborted)?;
+    let json = ops::audit_json(&rows).map_err(BatchError::Aborted)?;
     let count = rows.len();
     let stmt = crate::dialect::Stmt::new(sql)
         .owned_text(json)

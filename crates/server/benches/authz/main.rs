@@ -11,6 +11,8 @@
 #[allow(dead_code)]
 #[path = "../http/load.rs"]
 mod load;
+#[path = "../http/row.rs"]
+mod row;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,7 +29,8 @@ use serde_json::{Value, json};
 use steward_policy::{ActionDecl, AttrType, PolicySource, ResourceTypeDecl, SchemaConfig};
 use steward_server::{ServerConfig, StartOptions};
 
-use load::{MakeRequest, Plan};
+use load::MakeRequest;
+use row::Row;
 
 const TEAMS: usize = 20;
 const IDENTITIES: usize = 16;
@@ -157,14 +160,6 @@ fn request_body(i: u64, principal: &Value) -> Vec<u8> {
         b.extend(p.clone());
     }
     serde_json::to_vec(&body).unwrap_or_default()
-}
-
-struct Row {
-    what: String,
-    ops: f64,
-    p50: Option<f64>,
-    p99: Option<f64>,
-    errors: u64,
 }
 
 fn main() {
@@ -341,36 +336,14 @@ fn run() -> Result<(), String> {
         })
     };
 
-    let run_row = |what: &str, make: MakeRequest| -> Result<Row, String> {
-        let (status, body) = rt.block_on(load::one_shot(addr, make(0, 0)))?;
-        if !status.is_success() {
-            return Err(format!(
-                "{what}: sanity request failed: {status} {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        let running = load::start(&Plan {
-            addr,
-            connections: clients,
-            threads: client_threads,
-            warmup,
-            measure,
-            make,
-        })?;
-        let out = running.join()?;
-        let row = Row {
-            what: what.to_owned(),
-            ops: out.ok as f64 / measure.as_secs_f64(),
-            p50: out.percentile_ms(0.5),
-            p99: out.percentile_ms(0.99),
-            errors: out.errors,
-        };
-        if !out.error_samples.is_empty() {
-            eprintln!("{what}: errors: {:?}", out.error_samples);
-        }
-        eprintln!("{what}: {:.0}/s", row.ops);
-        Ok(row)
+    let setup = row::Setup {
+        addr,
+        clients,
+        client_threads,
+        warmup,
+        measure,
     };
+    let run_row = |what: &str, make: MakeRequest| row::measure(&rt, &setup, what, make);
     // `STEWARD_BENCH_ONLY=eval` measures the in-process evaluation only (for profiling).
     let eval_only = std::env::var("STEWARD_BENCH_ONLY").is_ok_and(|v| v == "eval");
     let mut rows = Vec::new();
