@@ -73,6 +73,19 @@ enum Command {
     TrustPolicy(crate::cmd_trust::TrustPolicyCmd),
     /// Exchange a token (external JWT or Steward token, optionally with an actor) for a Steward token (RFC 8693).
     TokenExchange(crate::cmd_trust::TokenExchangeArgs),
+    /// Governance findings (OWASP NHI Top 10 / NIST CSF): list, run, show, accept.
+    Findings(crate::cmd_findings::FindingsArgs),
+    /// The governance posture report (Markdown, self-contained HTML, or JSON).
+    Report(crate::cmd_findings::ReportArgs),
+    /// Access reviews: campaigns, decisions, evidence export.
+    #[command(subcommand)]
+    Review(crate::cmd_lifecycle::ReviewCmd),
+    /// Just-in-time elevation: extra scopes for a bounded time, approved by someone else.
+    #[command(subcommand)]
+    Jit(crate::cmd_lifecycle::JitCmd),
+    /// Time-bound waivers of a guard rail or finding type, approved by someone else.
+    #[command(subcommand)]
+    Exception(crate::cmd_lifecycle::ExceptionCmd),
 }
 
 #[derive(Args)]
@@ -153,6 +166,9 @@ struct ServeArgs {
     /// Shortest interval between two fetches of one JWKS URL, in seconds (default 30).
     #[arg(long, env = "STEWARD_JWKS_REFRESH_INTERVAL_SECS")]
     jwks_refresh_interval_secs: Option<u64>,
+    /// Longest just-in-time elevation window, in seconds.
+    #[arg(long, env = "STEWARD_JIT_MAX_SECS")]
+    jit_max_secs: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -215,6 +231,12 @@ struct IdentityFields {
     /// Identity id that may act for this identity in token exchange (repeatable; RFC 8693 delegation).
     #[arg(long = "may-act")]
     may_act: Vec<String>,
+    /// Address range (CIDR) the identity authenticates from (repeatable); use from elsewhere is a finding.
+    #[arg(long = "allow-source")]
+    allowed_source_cidrs: Vec<String>,
+    /// When the identity is next due for review (RFC 3339 or a duration such as 90d).
+    #[arg(long)]
+    review_due: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -272,13 +294,28 @@ enum IdentityCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Retire (offboard) an identity, or with --vendor every live identity of one vendor.
     Retire {
-        id: String,
+        #[arg(required_unless_present = "vendor", conflicts_with = "vendor")]
+        id: Option<String>,
+        /// Retire every live identity of this vendor in one call (third-party incident).
+        #[arg(long)]
+        vendor: Option<String>,
         #[arg(long)]
         reason: Option<String>,
     },
+    /// What retiring the identity revoked (the offboarding evidence).
+    Offboarding {
+        id: String,
+    },
     /// Revoke every outstanding token of the identity.
     RevokeTokens {
+        id: String,
+    },
+    /// Show granted vs used scopes and audiences, and (with --apply) reduce to what is used.
+    RightSize(crate::cmd_findings::RightSizeArgs),
+    /// The identity's risk score and its contributing findings.
+    Risk {
         id: String,
     },
 }
@@ -391,6 +428,11 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             crate::cmd_trust::token_exchange(cli.server.clone(), &cli.credentials, a, json_out)
                 .await
         }
+        Command::Findings(a) => crate::cmd_findings::findings(mk()?, a, json_out).await,
+        Command::Report(a) => crate::cmd_findings::report(mk()?, a, json_out).await,
+        Command::Review(c) => crate::cmd_lifecycle::review(mk()?, c, json_out).await,
+        Command::Jit(c) => crate::cmd_lifecycle::jit(mk()?, c, json_out).await,
+        Command::Exception(c) => crate::cmd_lifecycle::exception(mk()?, c, json_out).await,
     }
 }
 
@@ -430,6 +472,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         federation_clock_skew_secs => federation.clock_skew_secs,
         jwks_cache_ttl_secs => federation.jwks_cache_ttl_secs,
         jwks_refresh_interval_secs => federation.jwks_refresh_interval_secs);
+    if let Some(v) = a.jit_max_secs {
+        cfg.lifecycle.jit_max_secs = v;
+    }
     if a.insecure_http {
         cfg.insecure_http = true;
     }
@@ -462,7 +507,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
 }
 
 /// Parses "90d", "12h", "30m" or an RFC 3339 timestamp.
-fn parse_expiry(s: &str) -> Result<String> {
+pub(crate) fn parse_expiry(s: &str) -> Result<String> {
     if let Ok(t) = OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return Ok(t.format(&time::format_description::well_known::Rfc3339)?);
     }
@@ -479,7 +524,7 @@ fn parse_expiry(s: &str) -> Result<String> {
     Ok((OffsetDateTime::now_utc() + d).format(&time::format_description::well_known::Rfc3339)?)
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -490,7 +535,7 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
-fn query(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
     let q: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v))))
@@ -502,7 +547,7 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-async fn list_all(
+pub(crate) async fn list_all(
     c: &mut Client,
     path: &str,
     base: &[(&str, Option<String>)],
@@ -628,6 +673,12 @@ fn identity_body(f: IdentityFields, create: bool) -> Result<serde_json::Map<Stri
     if !f.may_act.is_empty() {
         m.insert("may_act".into(), json!(f.may_act));
     }
+    if !f.allowed_source_cidrs.is_empty() {
+        m.insert("allowed_source_cidrs".into(), json!(f.allowed_source_cidrs));
+    }
+    if let Some(r) = f.review_due {
+        m.insert("review_due_at".into(), json!(parse_expiry(&r)?));
+    }
     Ok(m)
 }
 
@@ -715,10 +766,26 @@ async fn identity(mut c: Client, cmd: IdentityCmd, json_out: bool) -> Result<Exi
         IdentityCmd::Approve { id, reason } => show(&action(&mut c, &id, "approve", reason).await?),
         IdentityCmd::Suspend { id, reason } => show(&action(&mut c, &id, "suspend", reason).await?),
         IdentityCmd::Resume { id, reason } => show(&action(&mut c, &id, "resume", reason).await?),
-        IdentityCmd::Retire { id, reason } => show(&action(&mut c, &id, "retire", reason).await?),
+        IdentityCmd::Retire {
+            vendor: Some(vendor),
+            reason,
+            ..
+        } => crate::cmd_lifecycle::retire_vendor(&mut c, &vendor, reason, json_out).await?,
+        IdentityCmd::Retire { id, reason, .. } => {
+            let id = id.ok_or_else(|| anyhow!("give an identity id or --vendor"))?;
+            show(&action(&mut c, &id, "retire", reason).await?)
+        }
+        IdentityCmd::Offboarding { id } => show(
+            &c.get(&format!("/v1/identities/{}/offboarding", enc(&id)))
+                .await?,
+        ),
         IdentityCmd::RevokeTokens { id } => {
             show(&action(&mut c, &id, "revoke-tokens", None).await?)
         }
+        IdentityCmd::RightSize(a) => {
+            return crate::cmd_findings::right_size(&mut c, a, json_out).await;
+        }
+        IdentityCmd::Risk { id } => return crate::cmd_findings::risk(&mut c, &id, json_out).await,
     }
     Ok(ExitCode::SUCCESS)
 }

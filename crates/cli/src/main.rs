@@ -5,6 +5,8 @@
 mod client;
 mod cmd_agent;
 mod cmd_cert;
+mod cmd_findings;
+mod cmd_lifecycle;
 mod cmd_policy;
 mod cmd_scan;
 mod cmd_trust;

@@ -152,6 +152,14 @@ pub struct Identity {
     /// Identity ids that may act for this identity in token exchange (RFC 8693 delegation).
     #[serde(default)]
     pub may_act: Vec<String>,
+    /// Address ranges (CIDR) this identity is expected to authenticate from; use from anywhere
+    /// else raises a `human_use` finding. Empty: not checked.
+    #[serde(default)]
+    pub allowed_source_cidrs: Vec<String>,
+    /// When this identity is next due for review (`integration` identities are judged by it;
+    /// unset: approval time plus the configured review period).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub review_due_at: Option<OffsetDateTime>,
 }
 
 /// The fields a caller supplies to create an identity.
@@ -172,6 +180,8 @@ pub struct NewIdentity {
     pub require_dpop: bool,
     pub allowed_dns_names: Vec<String>,
     pub may_act: Vec<String>,
+    pub allowed_source_cidrs: Vec<String>,
+    pub review_due_at: Option<OffsetDateTime>,
 }
 
 /// A partial update; `None` leaves a field as it is. Name, kind and environment are immutable
@@ -190,6 +200,9 @@ pub struct IdentityPatch {
     pub require_dpop: Option<bool>,
     pub allowed_dns_names: Option<Vec<String>>,
     pub may_act: Option<Vec<String>>,
+    pub allowed_source_cidrs: Option<Vec<String>>,
+    /// `Some(None)` clears the review date.
+    pub review_due_at: Option<Option<OffsetDateTime>>,
 }
 
 impl Identity {
@@ -229,6 +242,8 @@ impl Identity {
         validate_token_lifetime(req.token_lifetime_secs, policy)?;
         let allowed_dns_names = validate_dns_names(&req.allowed_dns_names)?;
         let may_act = crate::trust::validate_may_act(&req.may_act)?;
+        let allowed_source_cidrs =
+            crate::netaddr::validate_source_cidrs(&req.allowed_source_cidrs)?;
         let status = if kind == IdentityKind::Integration {
             IdentityStatus::PendingApproval
         } else {
@@ -260,6 +275,8 @@ impl Identity {
             version: 1,
             allowed_dns_names,
             may_act,
+            allowed_source_cidrs,
+            review_due_at: req.review_due_at,
         })
     }
 
@@ -418,6 +435,12 @@ impl Identity {
         }
         if let Some(m) = patch.may_act {
             next.may_act = crate::trust::validate_may_act(&m)?;
+        }
+        if let Some(c) = patch.allowed_source_cidrs {
+            next.allowed_source_cidrs = crate::netaddr::validate_source_cidrs(&c)?;
+        }
+        if let Some(r) = patch.review_due_at {
+            next.review_due_at = r;
         }
         next.updated_at = now;
         next.version += 1;

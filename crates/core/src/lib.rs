@@ -9,10 +9,19 @@ pub mod clock;
 pub mod credential;
 pub mod error;
 pub mod identity;
+pub mod lifecycle;
 pub mod owner;
 pub mod policy;
 pub mod scope;
 pub mod trust;
+
+pub mod entitlements;
+pub mod findings;
+pub mod netaddr;
+pub mod risk;
+#[cfg(test)]
+mod test_support;
+pub mod usage;
 
 pub use audit::{AuditEvent, AuditRecord, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -173,15 +173,19 @@ pub struct WhatIfResponse {
     pub truncated: bool,
 }
 
-/// `POST /v1/exceptions`: an approved, time-bound exception to a guard rail. The caller is
-/// the approver and must differ from `requested_by`.
+/// `POST /v1/exceptions`: a time-bound exception to a guard rail, or a waiver of a finding
+/// type, for one identity. With `requested_by` the caller approves in one step and must differ
+/// from it; without, the caller's request waits for someone else's approval.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateException {
     pub identity_id: Uuid,
-    /// Guard-rail id, e.g. `steward.env-isolation`.
+    /// Guard-rail id (e.g. `steward.env-isolation`) or a waivable finding type (e.g. `dormant`).
     pub guard_rail: String,
-    pub requested_by: String,
+    /// Who asked, when the caller approves on their behalf in one step. Without it the caller
+    /// requests the exception, and someone else approves it (`POST /v1/exceptions/{id}/approve`).
+    #[serde(default)]
+    pub requested_by: Option<String>,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -193,7 +197,9 @@ pub struct ExceptionView {
     pub identity_id: Uuid,
     pub guard_rail: String,
     pub requested_by: String,
-    pub approved_by: String,
+    /// Absent while the request waits for approval (or was denied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
     pub reason: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -201,4 +207,7 @@ pub struct ExceptionView {
     pub expires_at: OffsetDateTime,
     /// Unexpired at the time of the response.
     pub active: bool,
+    /// `active`, `expired`, `pending` or `denied`.
+    #[serde(default)]
+    pub status: String,
 }

@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 pub mod authz;
+pub mod findings;
+pub mod lifecycle;
 pub mod trust;
 
 use std::collections::BTreeMap;
@@ -102,6 +104,9 @@ pub struct DepartResult {
     pub orphaned_identities: Vec<Uuid>,
     /// Identities transferred to `reassign_to`.
     pub reassigned_identities: Vec<Uuid>,
+    /// Live API keys of the owner's identities, flagged for rotation (the owner could have seen them).
+    #[serde(default)]
+    pub flagged_credentials: Vec<Uuid>,
 }
 
 // ---------------------------------------------------------------- identities
@@ -140,6 +145,13 @@ pub struct CreateIdentity {
     /// Identity ids that may act for this identity in token exchange (RFC 8693 delegation).
     #[serde(default)]
     pub may_act: Vec<String>,
+    /// Address ranges (CIDR) the identity is expected to authenticate from; use from elsewhere
+    /// raises a `human_use` finding. Empty: not checked.
+    #[serde(default)]
+    pub allowed_source_cidrs: Vec<String>,
+    /// When the identity is next due for review (judged for `integration` identities).
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub review_due_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -160,6 +172,9 @@ pub struct UpdateIdentity {
     /// Replaces the identity ids that may act for this identity.
     #[serde(default)]
     pub may_act: Option<Vec<String>>,
+    pub allowed_source_cidrs: Option<Vec<String>>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub review_due_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -197,6 +212,15 @@ pub struct IdentityView {
     /// Identity ids that may act for this identity in token exchange.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub may_act: Vec<String>,
+    /// Address ranges the identity is expected to authenticate from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_source_cidrs: Vec<String>,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub review_due_at: Option<OffsetDateTime>,
     pub created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
@@ -233,6 +257,8 @@ impl IdentityView {
             require_dpop: i.require_dpop,
             allowed_dns_names: i.allowed_dns_names.clone(),
             may_act: i.may_act.clone(),
+            allowed_source_cidrs: i.allowed_source_cidrs.clone(),
+            review_due_at: i.review_due_at,
             created_by: i.created_by.clone(),
             approved_by: i.approved_by.clone(),
             created_at: i.created_at,
@@ -315,6 +341,9 @@ pub struct CredentialView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotated_from: Option<Uuid>,
     pub created_by: String,
+    /// Present while the credential must be rotated (e.g. its owner departed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_required: Option<lifecycle::RotationRequiredView>,
 }
 
 impl CredentialView {
@@ -339,6 +368,7 @@ impl CredentialView {
             revoke_reason: c.revoke_reason.clone(),
             rotated_from: c.rotated_from,
             created_by: c.created_by.clone(),
+            rotation_required: None,
         }
     }
 }

@@ -81,6 +81,8 @@ async fn setup() -> Result<(steward_server::RunningServer, Fixture, tempfile::Te
                 require_dpop: false,
                 allowed_dns_names: vec![],
                 may_act: vec![],
+                allowed_source_cidrs: vec![],
+                review_due_at: None,
             },
         )
         .await

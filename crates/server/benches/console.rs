@@ -89,6 +89,8 @@ fn identity(n: usize, owners: &[Owner], now: OffsetDateTime) -> Identity {
         version: 1,
         allowed_dns_names: Vec::new(),
         may_act: Vec::new(),
+        allowed_source_cidrs: Vec::new(),
+        review_due_at: None,
     }
 }
 

@@ -13,6 +13,10 @@
 #[allow(dead_code)]
 #[path = "http/load.rs"]
 mod load;
+#[allow(dead_code)]
+#[path = "http/requests.rs"]
+mod requests;
+#[allow(dead_code)]
 #[path = "http/row.rs"]
 mod row;
 
@@ -282,33 +286,12 @@ fn run() -> Result<(), String> {
     let downscope: Arc<Vec<Bytes>> = Arc::new(
         steward_tokens
             .iter()
-            .map(|t| {
-                Bytes::from(form_encode(&[
-                    (
-                        "grant_type",
-                        "urn:ietf:params:oauth:grant-type:token-exchange",
-                    ),
-                    ("subject_token", t),
-                    (
-                        "subject_token_type",
-                        "urn:ietf:params:oauth:token-type:access_token",
-                    ),
-                    ("scope", "deploy:read"),
-                ]))
-            })
+            .map(|t| requests::downscope(t, "deploy:read"))
             .collect(),
     );
 
     let host = HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
-    let noop: MakeRequest = {
-        let host = host.clone();
-        Arc::new(move |_, _| {
-            let mut r = Request::new(Full::new(Bytes::new()));
-            *r.uri_mut() = Uri::from_static("/_noop");
-            r.headers_mut().insert(HOST, host.clone());
-            r
-        })
-    };
+    let noop = requests::noop(host.clone());
     let exchange = |bodies: Arc<Vec<Bytes>>| -> MakeRequest {
         let host = host.clone();
         Arc::new(move |conn, seq| {
@@ -328,6 +311,7 @@ fn run() -> Result<(), String> {
 
     let setup = row::Setup {
         addr,
+        tls: None,
         clients,
         client_threads,
         warmup,

@@ -63,6 +63,12 @@ pub struct ServerConfig {
     pub console: crate::console::ConsoleConfig,
     /// Open HTTPS connections at once; a connection beyond it is closed right after accept.
     pub max_connections: usize,
+    /// Usage recording: networks of each environment, in-memory bound, retention.
+    pub usage: crate::usage::UsageConfig,
+    /// Governance findings: schedule, rule thresholds, automatic actions.
+    pub findings: crate::service::findings::FindingsConfig,
+    /// Access reviews, JIT elevation and offboarding limits.
+    pub lifecycle: crate::service::lifecycle::LifecycleConfig,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +99,9 @@ impl Default for ServerConfig {
             federation: Default::default(),
             console: crate::console::ConsoleConfig::default(),
             max_connections: 16_384,
+            usage: Default::default(),
+            findings: Default::default(),
+            lifecycle: Default::default(),
         }
     }
 }
@@ -129,6 +138,7 @@ impl ServerConfig {
         }
         self.pki.validate()?;
         self.federation.validate()?;
+        self.lifecycle.validate()?;
         crate::service::leaks::validate_config(
             &self.leak_report_keys,
             self.leak_webhook_url.as_deref(),
@@ -150,6 +160,8 @@ impl ServerConfig {
         if self.registry.environments.is_empty() {
             return Err("at least one environment must be configured".into());
         }
+        self.usage.validate(&self.registry.environments)?;
+        self.findings.validate()?;
         if !matches!(self.signing_alg.as_str(), "EdDSA" | "ES256") {
             return Err("signing_alg must be EdDSA or ES256".into());
         }

@@ -11,11 +11,9 @@ use crate::state::AppState;
 
 pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinHandle<()>> {
     vec![
+        // Keeps the ring current when no token is being signed (see `Inner::signing_ring`).
         spawn_every(state.clone(), Duration::from_secs(1), |s| async move {
-            let due = s.now() >= s.ring().valid_until;
-            if due && let Err(e) = s.reload_ring().await {
-                tracing::warn!(error = %e, "key ring reload failed");
-            }
+            s.signing_ring().await;
         }),
         // Readiness follows the database (see `health`).
         crate::health::spawn_watch(state.clone()),
@@ -80,6 +78,7 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
 
 /// Writes credential last-use times gathered on the token path, in one batch.
 pub async fn flush_usage(s: &AppState) {
+    crate::usage::flush(s).await;
     let usage = s.take_usage();
     if usage.is_empty() {
         return;
@@ -143,6 +142,10 @@ pub fn spawn_invalidator(
                     state.federation.invalidate();
                     false
                 }
+                Ok(Notice::JitGrants) => {
+                    state.jit.invalidate();
+                    false
+                }
                 // Notices may have been missed: forget everything cached.
                 Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
                     state.identities.clear();
@@ -152,6 +155,7 @@ pub fn spawn_invalidator(
                         tracing::warn!(error = %e, "revoked-token reload after missed notices failed; asking the store until it succeeds");
                     }
                     state.federation.invalidate();
+                    state.jit.invalidate();
                     true
                 }
                 Err(RecvError::Closed) => return,

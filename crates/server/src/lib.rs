@@ -15,10 +15,12 @@ pub mod keys;
 pub mod leases;
 pub mod pki;
 pub mod ratelimit;
+pub mod report_render;
 pub mod revocation;
 pub mod service;
 pub mod state;
 pub mod tls;
+pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -181,6 +183,7 @@ pub async fn start(
         identities: cache::TtlCache::new(100_000, ttl),
         credentials: cache::TtlCache::new(100_000, ttl),
         credentials_by_id: cache::TtlCache::new(100_000, ttl),
+        verified_tokens: cache::TtlCache::new(65_536, None),
         revoked: revocation::RevokedTokens::default(),
         usage: Mutex::new(Default::default()),
         limiter: ratelimit::FailureLimiter::new(
@@ -195,6 +198,9 @@ pub async fn start(
         leak_notifier: service::leaks::Notifier::spawn(config.leak_webhook_url.clone()),
         federation: service::federation::Federation::new(&config.federation),
         leases: leases::Leases::new(leases::Leases::node_holder_id(addr)),
+        usage_recorder: usage::UsageRecorder::new(&config.usage),
+        findings_runtime: Default::default(),
+        jit: service::lifecycle::jit::JitCache::new(ttl),
         config,
     };
     let state = AppState(Arc::new(inner));
@@ -210,6 +216,8 @@ pub async fn start(
         jobs.push(jobs::spawn_invalidator(state.clone(), rx));
     }
     jobs.push(pki::spawn_upkeep(&state));
+    jobs.extend(service::findings::spawn_job(&state));
+    jobs.push(service::lifecycle::reviews::spawn_deadline_job(&state));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let serve = if state.config.insecure_http {
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

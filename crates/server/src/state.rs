@@ -49,6 +49,10 @@ pub struct Inner {
     pub credentials: TtlCache<[u8; 32], Credential>,
     /// Credentials by id, for verifying tokens (which name their credential) without a read.
     pub credentials_by_id: TtlCache<Uuid, Credential>,
+    /// Access tokens whose signature this node verified, by SHA-256 of the token (see
+    /// `service::tokens`). Only the signature check is remembered, and a hit counts only while its
+    /// signing key (kids are random, never reused) is still in the current ring.
+    pub verified_tokens: TtlCache<[u8; 32], crate::service::tokens::SignedClaims>,
     /// Revoked access tokens, mirrored from the store (see `revocation`).
     pub revoked: crate::revocation::RevokedTokens,
     /// Credential id → latest use, flushed to the store in batches off the token path.
@@ -69,6 +73,12 @@ pub struct Inner {
     pub federation: crate::service::federation::Federation,
     /// This node's leases on single-node duties (see `leases`).
     pub leases: crate::leases::Leases,
+    /// Token usage per identity, scope, audience and source, flushed in batches (see `usage`).
+    pub usage_recorder: crate::usage::UsageRecorder,
+    /// The findings job's run lock and last summary (see `service::findings`).
+    pub findings_runtime: crate::service::findings::FindingsRuntime,
+    /// Active JIT elevation grants, for the token path (see `service::lifecycle::jit`).
+    pub jit: crate::service::lifecycle::jit::JitCache,
 }
 
 impl Inner {
@@ -78,6 +88,31 @@ impl Inner {
 
     pub fn ring(&self) -> Arc<KeyRing> {
         self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The ring to sign with. Once the clock passes the ring's `valid_until` (its signing key
+    /// deactivates, or another key activates or stops being published), the ring is rebuilt
+    /// before signing rather than waiting for the once-a-second job: a token must never be signed
+    /// by a key that the next reload drops from the verifier. If the rebuild fails the old ring
+    /// serves, as before.
+    pub async fn signing_ring(&self) -> Arc<KeyRing> {
+        let stale = |r: &KeyRing| self.now() >= r.valid_until;
+        let ring = self.ring();
+        if !stale(&ring) {
+            return ring;
+        }
+        let _guard = self.ring_reload.lock().await;
+        let ring = self.ring();
+        if !stale(&ring) {
+            return ring;
+        }
+        match self.load_and_install_ring().await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::warn!(error = %e, "key ring reload failed");
+                ring
+            }
+        }
     }
 
     /// Rate limit for reloads triggered by tokens naming an unknown kid: one a second.
@@ -97,9 +132,15 @@ impl Inner {
     /// Rebuilds the key ring from the store (after rotation, or on an unknown kid).
     pub async fn reload_ring(&self) -> Result<(), ServiceError> {
         let _guard = self.ring_reload.lock().await;
-        let ring = crate::keys::load_ring(self.store.as_ref(), &self.master, self.now()).await?;
-        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ring);
-        Ok(())
+        self.load_and_install_ring().await.map(drop)
+    }
+
+    /// Loads the ring from the store and makes it current; callers hold `ring_reload`.
+    async fn load_and_install_ring(&self) -> Result<Arc<KeyRing>, ServiceError> {
+        let ring =
+            Arc::new(crate::keys::load_ring(self.store.as_ref(), &self.master, self.now()).await?);
+        *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring.clone();
+        Ok(ring)
     }
 
     pub async fn identity(&self, id: Uuid) -> Result<Option<Arc<Identity>>, ServiceError> {

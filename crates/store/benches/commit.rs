@@ -242,6 +242,8 @@ fn bench_identity(owner_id: Uuid, n: usize) -> Identity {
         version: 1,
         allowed_dns_names: vec![],
         may_act: vec![],
+        allowed_source_cidrs: vec![],
+        review_due_at: None,
     }
 }
 

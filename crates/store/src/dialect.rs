@@ -267,6 +267,9 @@ pub(crate) struct Statements {
     pub(crate) count_identities: &'static str,
 
     pub(crate) insert_credential: &'static str,
+    /// Insert the identities / credentials of one JSON array of rows (`Mutation::BulkInsert`).
+    pub(crate) bulk_insert_identities: &'static str,
+    pub(crate) bulk_insert_credentials: &'static str,
     pub(crate) update_credential: &'static str,
     pub(crate) credential_version: &'static str,
     pub(crate) get_credential: &'static str,
@@ -300,6 +303,10 @@ pub(crate) struct Statements {
     pub(crate) store_head: &'static str,
     /// Inserts the audit rows of one JSON array (see `ops::insert_audit`).
     pub(crate) insert_audit_json: &'static str,
+    /// `INSERT INTO audit (…) VALUES ` where a batch's rows are better bound as one multi-row
+    /// VALUES list than unpacked from JSON (SQLite, whose `json_each` re-renders and re-parses
+    /// every element once per column); `None` to use `insert_audit_json`.
+    pub(crate) insert_audit_values: Option<&'static str>,
     /// One self-contained statement that appends a batch of audit records and moves the head,
     /// or fails as a whole when the head is not where the writer remembers it (see
     /// `writer::append_audit_only`). Arguments: rows (JSON), new size, new chain hash, expected
@@ -325,7 +332,8 @@ macro_rules! identity_columns {
     () => {
         "id, name, kind, owner_id, purpose, environment, expires_at, scopes, default_scopes, audiences, \
          labels, vendor, status, status_reason, token_lifetime_secs, require_dpop, tokens_revoked_before, \
-         created_by, approved_by, approved_at, created_at, updated_at, version, allowed_dns_names, may_act"
+         created_by, approved_by, approved_at, created_at, updated_at, version, allowed_dns_names, may_act, \
+         allowed_source_cidrs, review_due_at"
     };
 }
 macro_rules! credential_columns {

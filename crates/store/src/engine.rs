@@ -635,6 +635,178 @@ impl<D: Dialect> Store for SqlStore<D> {
     async fn get_lease(&self, name: &str) -> Result<Option<crate::Lease>, StoreError> {
         crate::leases::get::<D>(&mut *self.conn().await?, name).await
     }
+
+    async fn usage_days(
+        &self,
+        identity_id: Uuid,
+        since_day: i64,
+    ) -> Result<Vec<steward_core::usage::DailyUse>, StoreError> {
+        crate::usage::days_of::<D>(&mut *self.conn().await?, identity_id, since_day).await
+    }
+
+    async fn usage_summary(
+        &self,
+        identity_id: Uuid,
+    ) -> Result<Vec<steward_core::usage::ScopeUse>, StoreError> {
+        crate::usage::summaries_of::<D>(&mut *self.conn().await?, identity_id).await
+    }
+
+    async fn usage_summaries_between(
+        &self,
+        range: crate::IdRange,
+    ) -> Result<Vec<steward_core::usage::ScopeUse>, StoreError> {
+        crate::usage::summaries_between::<D>(&mut *self.conn().await?, range).await
+    }
+
+    async fn credential_sources_between(
+        &self,
+        range: crate::IdRange,
+    ) -> Result<Vec<steward_core::usage::SourceUse>, StoreError> {
+        crate::usage::sources_between::<D>(&mut *self.conn().await?, range).await
+    }
+
+    async fn credentials_between(
+        &self,
+        range: crate::IdRange,
+    ) -> Result<Vec<Credential>, StoreError> {
+        crate::usage::credentials_between::<D>(&mut *self.conn().await?, range).await
+    }
+
+    async fn live_findings_between(
+        &self,
+        range: crate::IdRange,
+    ) -> Result<Vec<crate::FindingRecord>, StoreError> {
+        crate::findings::live_between::<D>(&mut *self.conn().await?, range.first, range.last).await
+    }
+
+    async fn finding_counts(&self) -> Result<Vec<crate::FindingCount>, StoreError> {
+        crate::findings::counts::<D>(&mut *self.conn().await?).await
+    }
+
+    async fn get_identity_risk(
+        &self,
+        identity_id: Uuid,
+    ) -> Result<Option<crate::RiskRecord>, StoreError> {
+        let range = crate::IdRange {
+            first: identity_id,
+            last: identity_id,
+        };
+        Ok(
+            crate::usage::risks_between::<D>(&mut *self.conn().await?, range)
+                .await?
+                .into_iter()
+                .next(),
+        )
+    }
+
+    async fn identity_risks_between(
+        &self,
+        range: crate::IdRange,
+    ) -> Result<Vec<crate::RiskRecord>, StoreError> {
+        crate::usage::risks_between::<D>(&mut *self.conn().await?, range).await
+    }
+
+    async fn list_identity_risks(
+        &self,
+        q: &crate::RiskQuery,
+    ) -> Result<Page<crate::RiskRecord>, StoreError> {
+        crate::usage::list_risks::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn purge_usage(
+        &self,
+        before_day: i64,
+        sources_before: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        const STEP: u32 = 5_000;
+        let n = crate::usage::count_purgeable::<D>(
+            &mut *self.conn().await?,
+            before_day,
+            sources_before,
+        )
+        .await?;
+        // Each step is its own change, so the writer interleaves it with other work.
+        for _ in 0..n.div_ceil(u64::from(STEP)) {
+            self.writer
+                .commit(Change::new().with(crate::Mutation::PurgeUsage {
+                    before_day,
+                    sources_before,
+                    limit: STEP,
+                }))
+                .await?;
+        }
+        Ok(n)
+    }
+
+    async fn get_review(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ReviewCampaign>, StoreError> {
+        crate::lifecycle::get_campaign::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_reviews(
+        &self,
+        q: &crate::ReviewQuery,
+    ) -> Result<Page<steward_core::lifecycle::ReviewCampaign>, StoreError> {
+        crate::lifecycle::list_campaigns::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn get_review_item(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ReviewItem>, StoreError> {
+        crate::lifecycle::get_item::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_review_items(
+        &self,
+        q: &crate::ReviewItemQuery,
+    ) -> Result<Page<steward_core::lifecycle::ReviewItem>, StoreError> {
+        crate::lifecycle::list_items::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn get_jit_grant(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::JitGrant>, StoreError> {
+        crate::lifecycle::get_jit::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_jit_grants(
+        &self,
+        q: &crate::JitQuery,
+    ) -> Result<Page<steward_core::lifecycle::JitGrant>, StoreError> {
+        crate::lifecycle::list_jit::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn get_exception_request(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ExceptionRequest>, StoreError> {
+        crate::lifecycle::get_xreq::<D>(&mut *self.conn().await?, id).await
+    }
+
+    async fn list_exception_requests(
+        &self,
+        q: &crate::ExceptionRequestQuery,
+    ) -> Result<Page<steward_core::lifecycle::ExceptionRequest>, StoreError> {
+        crate::lifecycle::list_xreq::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn list_rotation_flags(
+        &self,
+        q: &crate::RotationFlagQuery,
+    ) -> Result<Page<crate::RotationFlag>, StoreError> {
+        crate::lifecycle::list_flags::<D>(&mut *self.conn().await?, q).await
+    }
+
+    async fn lifecycle_counts(
+        &self,
+        now: OffsetDateTime,
+    ) -> Result<crate::LifecycleCounts, StoreError> {
+        crate::lifecycle::counts::<D>(&mut *self.conn().await?, now).await
+    }
 }
 
 #[cfg(test)]

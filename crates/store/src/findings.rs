@@ -59,6 +59,12 @@ pub struct FindingRecord {
     pub last_seen: OffsetDateTime,
     pub resolved_at: Option<OffsetDateTime>,
     pub version: i64,
+    /// For `accepted` findings: until when the risk is accepted (the findings job reopens it after).
+    pub accepted_until: Option<OffsetDateTime>,
+    /// Why the risk was accepted (or the exception that waives it).
+    pub accepted_reason: Option<String>,
+    /// Who accepted it.
+    pub accepted_by: Option<String>,
 }
 
 /// Queries over findings, in id (creation) order.
@@ -68,6 +74,11 @@ pub struct FindingQuery {
     pub status: Option<FindingStatus>,
     pub kind: Option<String>,
     pub dedup_key: Option<String>,
+    pub severity: Option<String>,
+    /// OWASP NHI id, e.g. `NHI5:2025`.
+    pub owasp_nhi: Option<String>,
+    /// NIST CSF id, e.g. `PR.AA-05`.
+    pub nist_csf: Option<String>,
     /// Cursor: findings with id greater than this.
     pub after: Option<Uuid>,
     /// Page size: 0 means 100, and at most 1000 are returned.
@@ -85,7 +96,7 @@ struct FindingStatements {
 macro_rules! finding_columns {
     () => {
         "id, identity_id, type, severity, status, owasp_nhi, nist_csf, evidence, dedup_key, \
-         first_seen, last_seen, resolved_at, version"
+         first_seen, last_seen, resolved_at, version, accepted_until, accepted_reason, accepted_by"
     };
 }
 
@@ -93,11 +104,11 @@ static SQLITE: FindingStatements = FindingStatements {
     insert: concat!(
         "INSERT INTO findings (",
         finding_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     update: "UPDATE findings SET identity_id = ?, type = ?, severity = ?, status = ?, owasp_nhi = ?, \
              nist_csf = ?, evidence = ?, dedup_key = ?, first_seen = ?, last_seen = ?, resolved_at = ?, \
-             version = ? WHERE id = ? AND version = ?",
+             version = ?, accepted_until = ?, accepted_reason = ?, accepted_by = ? WHERE id = ? AND version = ?",
     version: "SELECT version FROM findings WHERE id = ?",
     get: concat!("SELECT ", finding_columns!(), " FROM findings WHERE id = ?"),
     list_head: concat!("SELECT ", finding_columns!(), " FROM findings WHERE 1 = 1"),
@@ -107,11 +118,12 @@ static POSTGRES: FindingStatements = FindingStatements {
     insert: concat!(
         "INSERT INTO findings (",
         finding_columns!(),
-        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     ),
     update: "UPDATE findings SET identity_id = $1, type = $2, severity = $3, status = $4, owasp_nhi = $5, \
              nist_csf = $6, evidence = $7, dedup_key = $8, first_seen = $9, last_seen = $10, \
-             resolved_at = $11, version = $12 WHERE id = $13 AND version = $14",
+             resolved_at = $11, version = $12, accepted_until = $13, accepted_reason = $14, \
+             accepted_by = $15 WHERE id = $16 AND version = $17",
     version: "SELECT version FROM findings WHERE id = $1",
     get: concat!(
         "SELECT ",
@@ -141,7 +153,10 @@ fn fields<'a>(s: Stmt<'a>, f: &'a FindingRecord) -> Result<Stmt<'a>, StoreError>
         .time(f.first_seen)
         .time(f.last_seen)
         .opt_time(f.resolved_at)
-        .int(f.version))
+        .int(f.version)
+        .opt_time(f.accepted_until)
+        .opt_text(f.accepted_reason.as_deref())
+        .opt_text(f.accepted_by.as_deref()))
 }
 
 fn write_error<D: Dialect>(e: sqlx::Error, f: &FindingRecord) -> StoreError {
@@ -204,13 +219,20 @@ pub(crate) fn check_text_of(m: &Mutation) -> Result<(), StoreError> {
             check_text("finding severity", &f.severity)?;
             check_text("finding owasp_nhi", &f.owasp_nhi)?;
             check_text("finding nist_csf", &f.nist_csf)?;
-            check_text("finding dedup_key", &f.dedup_key)
+            check_text("finding dedup_key", &f.dedup_key)?;
+            if let Some(r) = &f.accepted_reason {
+                check_text("finding accepted_reason", r)?;
+            }
+            if let Some(b) = &f.accepted_by {
+                check_text("finding accepted_by", b)?;
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
 }
 
-fn record<D: Dialect>(row: &Row<D>) -> Result<FindingRecord, StoreError> {
+pub(crate) fn record<D: Dialect>(row: &Row<D>) -> Result<FindingRecord, StoreError> {
     let c = Cols::<D>::new(row, "findings");
     let status = c.text("status")?;
     Ok(FindingRecord {
@@ -229,6 +251,9 @@ fn record<D: Dialect>(row: &Row<D>) -> Result<FindingRecord, StoreError> {
         last_seen: c.time("last_seen")?,
         resolved_at: c.opt_time("resolved_at")?,
         version: c.int("version")?,
+        accepted_until: c.opt_time("accepted_until")?,
+        accepted_reason: c.opt_text("accepted_reason")?,
+        accepted_by: c.opt_text("accepted_by")?,
     })
 }
 
@@ -262,6 +287,15 @@ pub(crate) async fn list<D: Dialect>(
     if let Some(k) = &q.dedup_key {
         b.sql(" AND dedup_key = ").arg(Arg::text(k));
     }
+    if let Some(v) = &q.severity {
+        b.sql(" AND severity = ").arg(Arg::text(v));
+    }
+    if let Some(v) = &q.owasp_nhi {
+        b.sql(" AND owasp_nhi = ").arg(Arg::text(v));
+    }
+    if let Some(v) = &q.nist_csf {
+        b.sql(" AND nist_csf = ").arg(Arg::text(v));
+    }
     if let Some(a) = q.after {
         b.sql(" AND id > ").arg(Arg::uuid(a));
     }
@@ -275,4 +309,60 @@ pub(crate) async fn list<D: Dialect>(
     Ok(crate::engine::finish_page(items, size, |f| {
         f.id.to_string()
     }))
+}
+
+/// Open and accepted findings of the identities with ids in `[first, last]`, by identity, then id.
+pub(crate) async fn live_between<D: Dialect>(
+    conn: &mut Conn<D>,
+    first: Uuid,
+    last: Uuid,
+) -> Result<Vec<FindingRecord>, StoreError> {
+    let mut b = SqlBuilder::<D>::new(concat!(
+        "SELECT ",
+        finding_columns!(),
+        " FROM findings WHERE identity_id >= "
+    ));
+    b.arg(Arg::uuid(first))
+        .sql(" AND identity_id <= ")
+        .arg(Arg::uuid(last))
+        .sql(" AND status IN ('open', 'accepted') ORDER BY identity_id, id");
+    let rows = D::fetch_all(conn, b.build()).await.map_err(db_error::<D>)?;
+    rows.iter().map(record::<D>).collect()
+}
+
+/// How many findings share one (type, severity, status, OWASP id, NIST id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindingCount {
+    pub kind: String,
+    pub severity: String,
+    pub status: FindingStatus,
+    pub owasp_nhi: String,
+    pub nist_csf: String,
+    pub count: u64,
+}
+
+pub(crate) async fn counts<D: Dialect>(
+    conn: &mut Conn<D>,
+) -> Result<Vec<FindingCount>, StoreError> {
+    let stmt = Stmt::new(
+        "SELECT type, severity, status, owasp_nhi, nist_csf, COUNT(*) AS n FROM findings \
+         GROUP BY type, severity, status, owasp_nhi, nist_csf ORDER BY type, severity, status",
+    );
+    let rows = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
+    rows.iter()
+        .map(|row| {
+            let c = Cols::<D>::new(row, "findings");
+            let status = c.text("status")?;
+            Ok(FindingCount {
+                kind: c.text("type")?,
+                severity: c.text("severity")?,
+                status: FindingStatus::parse(&status).ok_or_else(|| {
+                    StoreError::Corrupt(format!("findings.status: unknown value {status:?}"))
+                })?,
+                owasp_nhi: c.text("owasp_nhi")?,
+                nist_csf: c.text("nist_csf")?,
+                count: c.unsigned("n")?,
+            })
+        })
+        .collect()
 }

@@ -17,6 +17,7 @@ mod dialect;
 mod engine;
 mod findings;
 mod leases;
+mod lifecycle;
 mod migrate;
 mod ops;
 mod pki;
@@ -25,16 +26,22 @@ mod rows;
 pub mod sqlite;
 mod trust;
 mod types;
+mod usage;
 mod writer;
 
 pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use console::{ConsoleSession, FindingStat, IdentitySearch, IdentityStat};
 pub use dialect::round_trips;
-pub use findings::{FindingQuery, FindingRecord, FindingStatus};
+pub use findings::{FindingCount, FindingQuery, FindingRecord, FindingStatus};
 pub use leases::Lease;
+pub use lifecycle::{
+    ExceptionRequestQuery, JitQuery, LifecycleCounts, LifecycleMutation, ReviewItemQuery,
+    ReviewQuery, RotationFlag, RotationFlagQuery,
+};
 pub use pki::PkiObject;
 pub use trust::{TrustPolicyQuery, TrustPolicyRecord};
 pub use types::*;
+pub use usage::{IdRange, RiskQuery, RiskRecord, SourceDelta, UsageBatch, UsageDelta};
 
 /// Opens the store named by `url`: `sqlite://PATH` or `sqlite:PATH` (a file, created if missing),
 /// or `postgres://…` / `postgresql://…`. Applies migrations and starts the store's writer task,
@@ -248,6 +255,92 @@ pub trait Store: Send + Sync + 'static {
     async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError>;
     /// The lease as stored, expired or not (`None` if never taken).
     async fn get_lease(&self, name: &str) -> Result<Option<Lease>, StoreError>;
+    // ---- usage, governance findings and risk (see `usage.rs`)
+    /// Daily use of one identity on and after `since_day` (days since the epoch), by day.
+    async fn usage_days(
+        &self,
+        identity_id: Uuid,
+        since_day: i64,
+    ) -> Result<Vec<steward_core::usage::DailyUse>, StoreError>;
+    /// All-time use per (scope, audience) of one identity.
+    async fn usage_summary(
+        &self,
+        identity_id: Uuid,
+    ) -> Result<Vec<steward_core::usage::ScopeUse>, StoreError>;
+    /// All-time use per (scope, audience) of the identities in `range`, by identity.
+    async fn usage_summaries_between(
+        &self,
+        range: IdRange,
+    ) -> Result<Vec<steward_core::usage::ScopeUse>, StoreError>;
+    /// The recorded sources of every credential of the identities in `range`, by identity.
+    async fn credential_sources_between(
+        &self,
+        range: IdRange,
+    ) -> Result<Vec<steward_core::usage::SourceUse>, StoreError>;
+    /// Every credential (any state) of the identities in `range`, by identity, oldest first.
+    async fn credentials_between(&self, range: IdRange) -> Result<Vec<Credential>, StoreError>;
+    /// Open and accepted findings (every type) of the identities in `range`, by identity.
+    async fn live_findings_between(&self, range: IdRange)
+    -> Result<Vec<FindingRecord>, StoreError>;
+    /// Number of findings per (type, severity, status, OWASP id, NIST id).
+    async fn finding_counts(&self) -> Result<Vec<FindingCount>, StoreError>;
+    async fn get_identity_risk(&self, identity_id: Uuid) -> Result<Option<RiskRecord>, StoreError>;
+    /// Stored risk scores of the identities in `range`, by identity.
+    async fn identity_risks_between(&self, range: IdRange) -> Result<Vec<RiskRecord>, StoreError>;
+    /// Risk scores at or above `q.min_score`, highest first; the cursor is `score:identity_id`.
+    async fn list_identity_risks(&self, q: &RiskQuery) -> Result<Page<RiskRecord>, StoreError>;
+    /// Deletes daily usage older than `before_day` and sources last seen before
+    /// `sources_before`, in bounded steps through the writer. Returns the rows it found to delete.
+    async fn purge_usage(
+        &self,
+        before_day: i64,
+        sources_before: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
+    // ---- lifecycle controls (access reviews, JIT grants, exception requests, rotation flags) ----
+    async fn get_review(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ReviewCampaign>, StoreError>;
+    /// Review campaigns matching `q`, in id (creation) order, cursor-paginated.
+    async fn list_reviews(
+        &self,
+        q: &ReviewQuery,
+    ) -> Result<Page<steward_core::lifecycle::ReviewCampaign>, StoreError>;
+    async fn get_review_item(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ReviewItem>, StoreError>;
+    /// Items of one campaign, in id order, cursor-paginated.
+    async fn list_review_items(
+        &self,
+        q: &ReviewItemQuery,
+    ) -> Result<Page<steward_core::lifecycle::ReviewItem>, StoreError>;
+    async fn get_jit_grant(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::JitGrant>, StoreError>;
+    /// JIT grants matching `q`, in id (creation) order, cursor-paginated.
+    async fn list_jit_grants(
+        &self,
+        q: &JitQuery,
+    ) -> Result<Page<steward_core::lifecycle::JitGrant>, StoreError>;
+    async fn get_exception_request(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<steward_core::lifecycle::ExceptionRequest>, StoreError>;
+    /// Exception requests matching `q`, in id (creation) order, cursor-paginated.
+    async fn list_exception_requests(
+        &self,
+        q: &ExceptionRequestQuery,
+    ) -> Result<Page<steward_core::lifecycle::ExceptionRequest>, StoreError>;
+    /// Credentials flagged for rotation, in credential id order, cursor-paginated.
+    async fn list_rotation_flags(
+        &self,
+        q: &RotationFlagQuery,
+    ) -> Result<Page<RotationFlag>, StoreError>;
+    /// Open review campaigns, their undecided (and overdue at `now`) items, pending exception
+    /// and JIT requests, for the posture report.
+    async fn lifecycle_counts(&self, now: OffsetDateTime) -> Result<LifecycleCounts, StoreError>;
 }
 
 impl std::fmt::Debug for dyn Store {

@@ -1,6 +1,8 @@
 //! Write operations run inside the writer's transaction (mutations, one-time claims, purges, audit
 //! appends) and the mapping of backend errors to `StoreError`, written once for both backends.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 use steward_core::{AuditEvent, Credential, Identity, Owner};
 use time::OffsetDateTime;
@@ -107,7 +109,9 @@ fn identity_fields<'a>(s: Stmt<'a>, i: &'a Identity) -> Result<Stmt<'a>, StoreEr
         .time(i.updated_at)
         .int(i.version)
         .owned_text(to_json("allowed_dns_names", &i.allowed_dns_names)?)
-        .owned_text(to_json("may_act", &i.may_act)?))
+        .owned_text(to_json("may_act", &i.may_act)?)
+        .owned_text(to_json("allowed_source_cidrs", &i.allowed_source_cidrs)?)
+        .opt_time(i.review_due_at))
 }
 
 fn credential_fields<'a>(s: Stmt<'a>, c: &'a Credential) -> Result<Stmt<'a>, StoreError> {
@@ -227,6 +231,19 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
                     || format!("identity {}", c.identity_id),
                 )
             })?;
+        }
+        Mutation::BulkInsert {
+            identities,
+            credentials,
+        } => {
+            let rows = identities
+                .iter()
+                .map(|i| identity_fields(Stmt::new("").uuid(i.id), i));
+            bulk_insert::<D>(conn, sql.bulk_insert_identities, rows, "identities").await?;
+            let rows = credentials
+                .iter()
+                .map(|c| credential_fields(Stmt::new("").uuid(c.id), c));
+            bulk_insert::<D>(conn, sql.bulk_insert_credentials, rows, "credentials").await?;
         }
         Mutation::UpdateCredential {
             credential: c,
@@ -353,6 +370,10 @@ async fn apply_mutation<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<
         Mutation::CheckLease { name, epoch } => {
             crate::leases::check::<D>(conn, name, *epoch).await?
         }
+        Mutation::RecordUsage(_) | Mutation::PutIdentityRisk(_) | Mutation::PurgeUsage { .. } => {
+            crate::usage::apply::<D>(conn, m).await?
+        }
+        Mutation::Lifecycle(l) => crate::lifecycle::apply::<D>(conn, l).await?,
     }
     Ok(())
 }
@@ -375,6 +396,22 @@ fn check_opt_text(field: &str, v: Option<&str>) -> Result<(), StoreError> {
     v.map_or(Ok(()), |v| check_text(field, v))
 }
 
+fn check_identity_text(i: &Identity) -> Result<(), StoreError> {
+    check_text("identity name", &i.name)?;
+    check_text("identity purpose", &i.purpose)?;
+    check_text("identity environment", &i.environment)?;
+    check_text("identity created_by", &i.created_by)?;
+    check_opt_text("identity vendor", i.vendor.as_deref())?;
+    check_opt_text("identity status_reason", i.status_reason.as_deref())?;
+    check_opt_text("identity approved_by", i.approved_by.as_deref())
+}
+
+fn check_credential_text(c: &Credential) -> Result<(), StoreError> {
+    check_text("credential fingerprint", &c.fingerprint)?;
+    check_text("credential created_by", &c.created_by)?;
+    check_opt_text("credential revoke_reason", c.revoke_reason.as_deref())
+}
+
 /// Checks every text column a change would write (JSON-encoded fields escape NUL and need no
 /// check), so that both backends refuse the same changes, before the change joins a batch.
 pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
@@ -385,18 +422,17 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
                 check_text("owner contact", &o.contact)?;
             }
             Mutation::InsertIdentity(i) | Mutation::UpdateIdentity { identity: i, .. } => {
-                check_text("identity name", &i.name)?;
-                check_text("identity purpose", &i.purpose)?;
-                check_text("identity environment", &i.environment)?;
-                check_text("identity created_by", &i.created_by)?;
-                check_opt_text("identity vendor", i.vendor.as_deref())?;
-                check_opt_text("identity status_reason", i.status_reason.as_deref())?;
-                check_opt_text("identity approved_by", i.approved_by.as_deref())?;
+                check_identity_text(i)?
             }
             Mutation::InsertCredential(c) | Mutation::UpdateCredential { credential: c, .. } => {
-                check_text("credential fingerprint", &c.fingerprint)?;
-                check_text("credential created_by", &c.created_by)?;
-                check_opt_text("credential revoke_reason", c.revoke_reason.as_deref())?;
+                check_credential_text(c)?
+            }
+            Mutation::BulkInsert {
+                identities,
+                credentials,
+            } => {
+                identities.iter().try_for_each(check_identity_text)?;
+                credentials.iter().try_for_each(check_credential_text)?;
             }
             Mutation::RevokeIdentityCredentials { reason, .. } => {
                 check_text("revocation reason", reason)?
@@ -429,6 +465,10 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
             | Mutation::DeleteConsoleSession { .. }
             | Mutation::PurgeConsoleSessions { .. } => crate::console::check_text_of(m)?,
             Mutation::CheckLease { name, .. } => crate::leases::check_text_of(name)?,
+            Mutation::RecordUsage(_)
+            | Mutation::PutIdentityRisk(_)
+            | Mutation::PurgeUsage { .. } => crate::usage::check_text_of(m)?,
+            Mutation::Lifecycle(l) => crate::lifecycle::check_text_of(l)?,
         }
     }
     for e in &change.audit {
@@ -561,11 +601,13 @@ fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
-/// Writes a batch's audit records with one statement, whatever their number: the rows travel
-/// as one JSON array bound to a single parameter, which the database unpacks (SQLite
-/// `json_each`, PostgreSQL `json_array_elements`). Each statement of a batch is a round trip to
-/// the database (in SQLite, a hand-off to its connection thread), so the batch costs the same
-/// few round trips for 1 record or 1,000. Hashes travel as hex.
+/// Writes a batch's audit records with one statement, whatever their number. Each statement of
+/// a batch is a round trip to the database (in SQLite, a hand-off to its connection thread), so
+/// the batch costs the same few round trips for 1 record or 1,000. In SQLite the rows are bound
+/// as one multi-row VALUES list (at most [`crate::writer::MAX_BATCH`] × 13 parameters, inside
+/// SQLite's limit of 32,766), built for the batch and not cached; in PostgreSQL they travel as
+/// one JSON array bound to a single parameter and unpacked by `json_array_elements`, with the
+/// hashes as hex.
 pub(crate) async fn insert_audit<D: Dialect>(
     conn: &mut Conn<D>,
     rows: &[AuditRow<'_>],
@@ -573,7 +615,10 @@ pub(crate) async fn insert_audit<D: Dialect>(
     if rows.is_empty() {
         return Ok(());
     }
-    let stmt = Stmt::new(D::SQL.insert_audit_json).owned_text(audit_json(rows)?);
+    let stmt = match D::SQL.insert_audit_values {
+        Some(head) => audit_values::<D>(head, rows),
+        None => Stmt::new(D::SQL.insert_audit_json).owned_text(audit_json(rows)?),
+    };
     let written = D::exec(conn, stmt).await.map_err(|e| match classify::<D>(&e) {
         Failure::Unique(_) => StoreError::Corrupt(
             "audit: a record with the next sequence number already exists (audit_head is behind the log)"
@@ -588,6 +633,85 @@ pub(crate) async fn insert_audit<D: Dialect>(
         )));
     }
     Ok(())
+}
+
+/// `head` followed by one parenthesized row of bound audit columns per record, in table order.
+fn audit_values<'r, D: Dialect>(head: &'static str, rows: &'r [AuditRow<'r>]) -> Stmt<'r> {
+    let mut b = crate::dialect::SqlBuilder::<D>::new(head);
+    for (i, r) in rows.iter().enumerate() {
+        let e = r.event;
+        b.sql(if i == 0 { "(" } else { "), (" });
+        let cols = [
+            Arg::int(r.seq),
+            Arg::int(steward_core::to_micros(e.time)),
+            Arg::text(&e.actor),
+            Arg::text(&e.action),
+            Arg::Text(e.target.as_deref().map(Cow::Borrowed)),
+            Arg::Uuid(e.identity_id),
+            Arg::text(e.outcome.as_str()),
+            Arg::Text(e.reason.as_deref().map(Cow::Borrowed)),
+            Arg::Text(e.request_id.as_deref().map(Cow::Borrowed)),
+            Arg::Text(e.source.as_deref().map(Cow::Borrowed)),
+            Arg::text(&r.details),
+            Arg::Bytes(Some(Cow::Borrowed(&r.leaf_hash))),
+            Arg::Bytes(Some(Cow::Borrowed(&r.chain_hash))),
+        ];
+        for (j, arg) in cols.into_iter().enumerate() {
+            if j > 0 {
+                b.sql(", ");
+            }
+            b.arg(arg);
+        }
+    }
+    b.sql(")");
+    b.build()
+}
+
+/// Inserts `rows` (each the bind arguments of one single-row insert, in column order) with one
+/// statement `sql`, which unpacks them from one JSON array as [`insert_audit`] does.
+async fn bulk_insert<'a, D: Dialect>(
+    conn: &mut Conn<D>,
+    sql: &'static str,
+    rows: impl Iterator<Item = Result<Stmt<'a>, StoreError>>,
+    table: &str,
+) -> Result<(), StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let values: Vec<serde_json::Value> = row?.args.iter().map(arg_json).collect();
+        out.push(serde_json::Value::Array(values));
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    let n = out.len() as u64;
+    let json = to_json(table, &out)?;
+    let written = D::exec(conn, Stmt::new(sql).owned_text(json))
+        .await
+        .map_err(|e| {
+            write_error::<D>(
+                e,
+                |_| format!("bulk insert: a row of {table} clashes with an existing one"),
+                || format!("bulk insert: a row of {table} refers to a missing row"),
+            )
+        })?;
+    if written != n {
+        return Err(StoreError::Backend(format!(
+            "bulk insert: wrote {written} of {n} rows of {table}"
+        )));
+    }
+    Ok(())
+}
+
+/// One bind argument as JSON: bytes as hex, UUIDs hyphenated (as both backends bind them).
+fn arg_json(a: &Arg<'_>) -> serde_json::Value {
+    use serde_json::Value;
+    match a {
+        Arg::Int(v) => v.map_or(Value::Null, Value::from),
+        Arg::Text(v) => v.as_deref().map_or(Value::Null, Value::from),
+        Arg::Bytes(v) => v.as_deref().map_or(Value::Null, |b| Value::from(to_hex(b))),
+        Arg::Bool(v) => Value::Bool(*v),
+        Arg::Uuid(v) => v.map_or(Value::Null, |u| Value::from(u.hyphenated().to_string())),
+    }
 }
 
 /// The JSON array of `rows`, each an array of the audit columns in table order (see

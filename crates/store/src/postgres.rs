@@ -154,6 +154,16 @@ impl Dialect for PgDialect {
             sql: include_str!("../migrations/postgres/0005_federation.sql"),
         },
         Migration {
+            version: 6,
+            name: "usage_findings",
+            sql: include_str!("../migrations/postgres/0006_usage_findings.sql"),
+        },
+        Migration {
+            version: 7,
+            name: "lifecycle",
+            sql: include_str!("../migrations/postgres/0007_lifecycle.sql"),
+        },
+        Migration {
             version: 8,
             name: "console",
             sql: include_str!("../migrations/postgres/0008_console.sql"),
@@ -253,14 +263,15 @@ static STATEMENTS: Statements = Statements {
         "INSERT INTO identities (",
         identity_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23, $24, $25)"
+         $21, $22, $23, $24, $25, $26, $27)"
     ),
     update_identity: "UPDATE identities SET name = $1, kind = $2, owner_id = $3, purpose = $4, environment = $5, \
                       expires_at = $6, scopes = $7, default_scopes = $8, audiences = $9, labels = $10, \
                       vendor = $11, status = $12, status_reason = $13, token_lifetime_secs = $14, \
                       require_dpop = $15, tokens_revoked_before = $16, created_by = $17, approved_by = $18, \
                       approved_at = $19, created_at = $20, updated_at = $21, version = $22, \
-                      allowed_dns_names = $23, may_act = $24 WHERE id = $25 AND version = $26",
+                      allowed_dns_names = $23, may_act = $24, allowed_source_cidrs = $25, review_due_at = $26 \
+                      WHERE id = $27 AND version = $28",
     identity_version: "SELECT version FROM identities WHERE id = $1",
     get_identity: concat!(
         "SELECT ",
@@ -273,6 +284,16 @@ static STATEMENTS: Statements = Statements {
         "INSERT INTO credentials (",
         credential_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+    ),
+    bulk_insert_identities: concat!(
+        "INSERT INTO identities (",
+        identity_columns!(),
+        ") SELECT (r ->> 0)::uuid, r ->> 1, r ->> 2, (r ->> 3)::uuid, r ->> 4, r ->> 5, (r ->> 6)::bigint, r ->> 7, r ->> 8, r ->> 9, r ->> 10, r ->> 11, r ->> 12, r ->> 13, (r ->> 14)::bigint, (r ->> 15)::boolean, (r ->> 16)::bigint, r ->> 17, r ->> 18, (r ->> 19)::bigint, (r ->> 20)::bigint, (r ->> 21)::bigint, (r ->> 22)::bigint, r ->> 23, r ->> 24, r ->> 25, (r ->> 26)::bigint FROM jsonb_array_elements($1::jsonb) AS r"
+    ),
+    bulk_insert_credentials: concat!(
+        "INSERT INTO credentials (",
+        credential_columns!(),
+        ") SELECT (r ->> 0)::uuid, (r ->> 1)::uuid, r ->> 2, decode(r ->> 3, 'hex'), r ->> 4, r ->> 5, (r ->> 6)::bigint, (r ->> 7)::bigint, (r ->> 8)::bigint, (r ->> 9)::bigint, r ->> 10, (r ->> 11)::uuid, r ->> 12, (r ->> 13)::bigint FROM jsonb_array_elements($1::jsonb) AS r"
     ),
     update_credential: "UPDATE credentials SET identity_id = $1, kind = $2, secret_hash = $3, jwk = $4, \
                         fingerprint = $5, created_at = $6, expires_at = $7, last_used_at = $8, revoked_at = $9, \
@@ -353,6 +374,7 @@ static STATEMENTS: Statements = Statements {
          SELECT 1 / (CASE WHEN (SELECT count(*) FROM upd) = 1 \
          AND (SELECT count(*) FROM ins) = $5 THEN 1 ELSE 0 END) AS ok"
     )),
+    insert_audit_values: None,
     insert_audit_json: concat!(
         "INSERT INTO audit (",
         audit_columns!(),

@@ -178,6 +178,8 @@ pub(crate) fn identity<D: Dialect>(row: &Row<D>) -> Result<Identity, StoreError>
         version: c.int("version")?,
         allowed_dns_names: c.json("allowed_dns_names")?,
         may_act: c.json("may_act")?,
+        allowed_source_cidrs: c.json("allowed_source_cidrs")?,
+        review_due_at: c.opt_time("review_due_at")?,
     })
 }
 

@@ -213,6 +213,16 @@ impl Dialect for SqliteDialect {
             sql: include_str!("../migrations/sqlite/0005_federation.sql"),
         },
         Migration {
+            version: 6,
+            name: "usage_findings",
+            sql: include_str!("../migrations/sqlite/0006_usage_findings.sql"),
+        },
+        Migration {
+            version: 7,
+            name: "lifecycle",
+            sql: include_str!("../migrations/sqlite/0007_lifecycle.sql"),
+        },
+        Migration {
             version: 8,
             name: "console",
             sql: include_str!("../migrations/sqlite/0008_console.sql"),
@@ -328,13 +338,14 @@ static STATEMENTS: Statements = Statements {
     insert_identity: concat!(
         "INSERT INTO identities (",
         identity_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ),
     update_identity: "UPDATE identities SET name = ?, kind = ?, owner_id = ?, purpose = ?, environment = ?, \
                       expires_at = ?, scopes = ?, default_scopes = ?, audiences = ?, labels = ?, vendor = ?, \
                       status = ?, status_reason = ?, token_lifetime_secs = ?, require_dpop = ?, \
                       tokens_revoked_before = ?, created_by = ?, approved_by = ?, approved_at = ?, created_at = ?, \
-                      updated_at = ?, version = ?, allowed_dns_names = ?, may_act = ? WHERE id = ? AND version = ?",
+                      updated_at = ?, version = ?, allowed_dns_names = ?, may_act = ?, allowed_source_cidrs = ?, \
+                      review_due_at = ? WHERE id = ? AND version = ?",
     identity_version: "SELECT version FROM identities WHERE id = ?",
     get_identity: concat!(
         "SELECT ",
@@ -347,6 +358,16 @@ static STATEMENTS: Statements = Statements {
         "INSERT INTO credentials (",
         credential_columns!(),
         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ),
+    bulk_insert_identities: concat!(
+        "INSERT INTO identities (",
+        identity_columns!(),
+        ") SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, value ->> 17, value ->> 18, value ->> 19, value ->> 20, value ->> 21, value ->> 22, value ->> 23, value ->> 24, value ->> 25, value ->> 26 FROM json_each(?)"
+    ),
+    bulk_insert_credentials: concat!(
+        "INSERT INTO credentials (",
+        credential_columns!(),
+        ") SELECT value ->> 0, value ->> 1, value ->> 2, unhex(value ->> 3), value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, value ->> 12, value ->> 13 FROM json_each(?)"
     ),
     update_credential: "UPDATE credentials SET identity_id = ?, kind = ?, secret_hash = ?, jwk = ?, fingerprint = ?, \
                         created_at = ?, expires_at = ?, last_used_at = ?, revoked_at = ?, revoke_reason = ?, \
@@ -411,6 +432,11 @@ static STATEMENTS: Statements = Statements {
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
     store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1 AND size = ?",
     append_audit: None,
+    insert_audit_values: Some(concat!(
+        "INSERT INTO audit (",
+        audit_columns!(),
+        ") VALUES "
+    )),
     insert_audit_json: concat!(
         "INSERT INTO audit (",
         audit_columns!(),

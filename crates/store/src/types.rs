@@ -47,6 +47,13 @@ pub enum Mutation {
         expected_version: i64,
     },
     InsertCredential(Credential),
+    /// Inserts many identities, then many credentials, with one statement per table (the rows
+    /// travel as one JSON array, as audit batches do): for loading fixtures at scale, such as the
+    /// benchmark suite's million identities. `Conflict` when any row clashes; all or nothing.
+    BulkInsert {
+        identities: Vec<Identity>,
+        credentials: Vec<Credential>,
+    },
     UpdateCredential {
         credential: Credential,
         expected_version: i64,
@@ -139,6 +146,21 @@ pub enum Mutation {
         name: String,
         epoch: i64,
     },
+    /// Adds observed usage (see `usage.rs`): counts add up, first and last use widen, so
+    /// batches merge in any order. Source values beyond 16 per credential and kind are counted
+    /// in an overflow row.
+    RecordUsage(crate::UsageBatch),
+    /// Inserts or replaces an identity's risk score.
+    PutIdentityRisk(crate::RiskRecord),
+    /// Deletes up to `limit` daily usage rows from before `before_day` and up to `limit`
+    /// source rows last seen before `sources_before`.
+    PurgeUsage {
+        before_day: i64,
+        sources_before: OffsetDateTime,
+        limit: u32,
+    },
+    /// Access reviews, JIT grants, exception requests and rotation flags (see `lifecycle.rs`).
+    Lifecycle(crate::LifecycleMutation),
 }
 
 /// An access token revoked before its expiry (RFC 7009), remembered until `expires_at`.
@@ -201,6 +223,8 @@ pub enum Notice {
     TrustPolicies,
     /// Notices may have been missed (the listener reconnected or lagged): drop every cache.
     Resync,
+    /// The JIT grants changed (requested, approved, denied, revoked).
+    JitGrants,
 }
 
 impl Notice {
@@ -214,6 +238,7 @@ impl Notice {
             Self::TokenRevoked { jti, expires_at } => format!("token-revoked:{expires_at}:{jti}"),
             Self::Resync => "resync".into(),
             Self::TrustPolicies => "trust-policies".into(),
+            Self::JitGrants => "jit-grants".into(),
         }
     }
 
@@ -234,6 +259,7 @@ impl Notice {
             }
             "resync" => Some(Self::Resync),
             "trust-policies" => Some(Self::TrustPolicies),
+            "jit-grants" => Some(Self::JitGrants),
             _ => None,
         }
     }
@@ -256,6 +282,7 @@ impl Notice {
             Mutation::InsertTrustPolicy(_)
             | Mutation::UpdateTrustPolicy { .. }
             | Mutation::DeleteTrustPolicy { .. } => Some(Self::TrustPolicies),
+            Mutation::Lifecycle(l) if l.touches_jit_grants() => Some(Self::JitGrants),
             _ => None,
         }
     }

@@ -11,155 +11,32 @@
 #[allow(dead_code)]
 #[path = "../http/load.rs"]
 mod load;
+mod policy_set;
+#[allow(dead_code)]
+#[path = "../http/requests.rs"]
+mod requests;
+#[allow(dead_code)]
 #[path = "../http/row.rs"]
 mod row;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::http::HeaderValue;
-use hyper::{Method, Request, Uri};
 use serde_json::{Value, json};
-use steward_policy::{ActionDecl, AttrType, PolicySource, ResourceTypeDecl, SchemaConfig};
 use steward_server::{ServerConfig, StartOptions};
 
 use load::MakeRequest;
+use policy_set::{IDENTITIES, authorize_requests, policies, request_body, schema};
 use row::Row;
-
-const TEAMS: usize = 20;
-const IDENTITIES: usize = 16;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(default)
-}
-
-fn schema() -> SchemaConfig {
-    let s = |pairs: &[(&str, AttrType)]| ResourceTypeDecl {
-        attributes: pairs.iter().map(|(k, t)| ((*k).to_owned(), *t)).collect(),
-    };
-    let a = |types: &[&str]| ActionDecl {
-        resource_types: types.iter().map(|t| (*t).to_owned()).collect(),
-        scopes: Vec::new(),
-    };
-    SchemaConfig {
-        resource_types: BTreeMap::from([
-            (
-                "Document".to_owned(),
-                s(&[
-                    ("owner_team", AttrType::String),
-                    ("classification", AttrType::String),
-                ]),
-            ),
-            (
-                "Queue".to_owned(),
-                s(&[("name", AttrType::String), ("owner_team", AttrType::String)]),
-            ),
-        ]),
-        actions: BTreeMap::from([
-            ("docs:read".to_owned(), a(&["Document"])),
-            ("docs:write".to_owned(), a(&["Document"])),
-            ("queue:publish".to_owned(), a(&["Queue"])),
-            ("queue:consume".to_owned(), a(&["Queue"])),
-        ]),
-    }
-}
-
-/// 100 policies of the shapes an operator writes: per-team read/write/publish permits, a
-/// per-team network forbid for restricted documents, and per-service grants.
-pub fn policies() -> Vec<PolicySource> {
-    let mut out = Vec::new();
-    for i in 0..TEAMS {
-        let team = format!("team{i}");
-        let member = format!(r#"principal.hasTag("team") && principal.getTag("team") == "{team}""#);
-        out.push(PolicySource::new(
-            format!("{team}-read"),
-            format!(
-                r#"permit (principal, action == Action::"docs:read", resource is Document)
-when {{ {member} && resource.owner_team == "{team}" }};"#
-            ),
-        ));
-        out.push(PolicySource::new(
-            format!("{team}-write"),
-            format!(
-                r#"permit (principal, action == Action::"docs:write", resource is Document)
-when {{ {member} && resource.owner_team == "{team}" && resource.classification != "restricted" }};"#
-            ),
-        ));
-        out.push(PolicySource::new(
-            format!("{team}-publish"),
-            format!(
-                r#"permit (principal, action in [Action::"queue:publish", Action::"queue:consume"], resource is Queue)
-when {{ principal.kind == "workload" && {member} && resource.name like "{team}.*" }};"#
-            ),
-        ));
-        out.push(PolicySource::new(
-            format!("{team}-restricted-network"),
-            format!(
-                r#"forbid (principal, action, resource is Document)
-when {{ resource.owner_team == "{team}" && resource.classification == "restricted" }}
-unless {{ context has source_ip && context.source_ip.isInRange(ip("10.{i}.0.0/16")) }};"#
-            ),
-        ));
-    }
-    for k in 0..(100 - 4 * TEAMS) {
-        out.push(PolicySource::new(
-            format!("svc-{k}-cross-read"),
-            format!(
-                r#"permit (principal, action == Action::"docs:read", resource is Document)
-when {{ principal.name == "svc-{k}" && resource.owner_team == "team{}" && resource.classification == "internal" }};"#,
-                (k + 1) % TEAMS
-            ),
-        ));
-    }
-    out
-}
-
-/// The `i`th request: a mix of allowed and denied decisions over identities and resources.
-fn request_body(i: u64, principal: &Value) -> Vec<u8> {
-    let team = i % IDENTITIES as u64;
-    let other = (team + 1 + i % 3) % TEAMS as u64;
-    let (action, resource) = match i % 5 {
-        0 => (
-            "docs:read",
-            json!({"type": "Document", "id": format!("d{i}"), "attributes":
-                {"env": "prod", "owner_team": format!("team{team}"), "classification": "internal"}}),
-        ),
-        1 => (
-            "docs:read",
-            json!({"type": "Document", "id": format!("d{i}"), "attributes":
-                {"env": "prod", "owner_team": format!("team{other}"), "classification": "internal"}}),
-        ),
-        2 => (
-            "queue:publish",
-            json!({"type": "Queue", "id": format!("q{i}"), "attributes":
-                {"env": "prod", "owner_team": format!("team{team}"), "name": format!("team{team}.events")}}),
-        ),
-        3 => (
-            "docs:read",
-            json!({"type": "Document", "id": format!("d{i}"), "attributes":
-                {"env": "prod", "owner_team": format!("team{team}"), "classification": "restricted"}}),
-        ),
-        _ => (
-            "docs:read",
-            json!({"type": "Document", "id": format!("d{i}"), "attributes":
-                {"env": "dev", "owner_team": format!("team{team}"), "classification": "internal"}}),
-        ),
-    };
-    let mut body = json!({"action": action, "resource": resource,
-        "context": {"source_ip": format!("10.{team}.1.7")}});
-    if let (Value::Object(b), Value::Object(p)) = (&mut body, principal) {
-        b.extend(p.clone());
-    }
-    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 fn main() {
@@ -303,41 +180,12 @@ fn run() -> Result<(), String> {
 
     let host = HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
     let bearer = HeaderValue::from_str(&format!("Bearer {admin}")).map_err(|e| e.to_string())?;
-    let noop: MakeRequest = {
-        let host = host.clone();
-        Arc::new(move |_, _| {
-            let mut r = Request::new(Full::new(Bytes::new()));
-            *r.uri_mut() = Uri::from_static("/_noop");
-            r.headers_mut().insert(HOST, host.clone());
-            r
-        })
-    };
-    let authorize = |principals: Vec<Value>| -> MakeRequest {
-        // Bodies are built up front: the load generator's time is not the server's.
-        let bodies: Arc<Vec<Bytes>> = Arc::new(
-            (0..1000u64)
-                .map(|i| {
-                    let p = &principals[(i as usize) % principals.len()];
-                    Bytes::from(request_body(i, p))
-                })
-                .collect(),
-        );
-        let (host, bearer) = (host.clone(), bearer.clone());
-        Arc::new(move |conn, seq| {
-            let idx = (conn as u64).wrapping_mul(7919).wrapping_add(seq) as usize % bodies.len();
-            let mut r = Request::new(Full::new(bodies[idx].clone()));
-            *r.method_mut() = Method::POST;
-            *r.uri_mut() = Uri::from_static("/v1/authorize");
-            let h = r.headers_mut();
-            h.insert(HOST, host.clone());
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(AUTHORIZATION, bearer.clone());
-            r
-        })
-    };
+    let noop = requests::noop(host.clone());
+    let authorize = |principals: Vec<Value>| authorize_requests(&host, &bearer, &principals);
 
     let setup = row::Setup {
         addr,
+        tls: None,
         clients,
         client_threads,
         warmup,
@@ -421,6 +269,7 @@ fn run() -> Result<(), String> {
         p50: pct(0.5),
         p99: pct(0.99),
         errors: 0,
+        round_trips: None,
     });
 
     let noop = rows.first().map_or(1.0, |r| r.ops.max(1.0));

@@ -1,5 +1,6 @@
-//! Closed-loop HTTP/1.1 load generator for the `http` bench: a fixed set of keep-alive connections,
-//! one task per connection issuing requests back to back, on threads and runtimes of its own.
+//! Closed-loop HTTP/1.1 load generator for the benches: a fixed set of keep-alive connections
+//! (plain, or TLS with an optional client certificate), one task per connection issuing requests
+//! back to back, on threads and runtimes of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,9 +15,19 @@ use hyper_util::rt::TokioIo;
 /// Builds request number `seq` of connection `conn`. Must be cheap: it runs on the client's clock.
 pub type MakeRequest = Arc<dyn Fn(usize, u64) -> Request<Full<Bytes>> + Send + Sync>;
 
+/// TLS for the load's connections: the client configuration (trust anchors, and a client
+/// certificate for mutual TLS) and the name the server's certificate is checked against.
+#[derive(Clone)]
+pub struct Tls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls_pki_types::ServerName<'static>,
+}
+
 /// What to run: how many connections, on how many client threads, for how long.
 pub struct Plan {
     pub addr: SocketAddr,
+    /// `None`: plain HTTP.
+    pub tls: Option<Tls>,
     pub connections: usize,
     /// Client OS threads, each with a current-thread Tokio runtime; connections are spread over them.
     pub threads: usize,
@@ -104,9 +115,10 @@ pub fn start(plan: &Plan) -> Result<Running, String> {
         let conns: Vec<usize> = (0..plan.connections).filter(|c| c % threads == t).collect();
         let make = plan.make.clone();
         let addr = plan.addr;
+        let tls = plan.tls.clone();
         let h = std::thread::Builder::new()
             .name(format!("bench-client-{t}"))
-            .spawn(move || client_thread(addr, conns, make, t0, measure_start, end))
+            .spawn(move || client_thread(addr, tls, conns, make, t0, measure_start, end))
             .map_err(|e| format!("cannot start a load-generator thread: {e}"))?;
         handles.push(h);
     }
@@ -119,6 +131,7 @@ pub fn start(plan: &Plan) -> Result<Running, String> {
 
 fn client_thread(
     addr: SocketAddr,
+    tls: Option<Tls>,
     conns: Vec<usize>,
     make: MakeRequest,
     t0: Instant,
@@ -135,6 +148,7 @@ fn client_thread(
             .map(|c| {
                 tokio::spawn(connection_task(
                     addr,
+                    tls.clone(),
                     c,
                     make.clone(),
                     t0,
@@ -151,15 +165,35 @@ fn client_thread(
     })
 }
 
-/// Opens one keep-alive HTTP/1.1 connection; its driver runs as a task of the current runtime.
-pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+/// Opens one keep-alive HTTP/1.1 connection, over TLS when `tls` is given; its driver runs as a
+/// task of the current runtime.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+) -> Result<SendRequest<Full<Bytes>>, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_nodelay(true)
         .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+    match tls {
+        None => http1_over(stream).await,
+        Some(t) => {
+            let stream = tokio_rustls::TlsConnector::from(t.config.clone())
+                .connect(t.name.clone(), stream)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            http1_over(stream).await
+        }
+    }
+}
+
+async fn http1_over<S>(io: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
     tokio::spawn(async move {
@@ -196,7 +230,16 @@ pub async fn one_shot(
     addr: SocketAddr,
     req: Request<Full<Bytes>>,
 ) -> Result<(StatusCode, Bytes), String> {
-    let mut sender = connect(addr).await?;
+    one_shot_tls(addr, None, req).await
+}
+
+/// [`one_shot`], over TLS when `tls` is given.
+pub async fn one_shot_tls(
+    addr: SocketAddr,
+    tls: Option<&Tls>,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut sender = connect_tls(addr, tls).await?;
     send(&mut sender, req).await
 }
 
@@ -214,6 +257,7 @@ fn describe(status: StatusCode, body: &[u8]) -> String {
 
 async fn connection_task(
     addr: SocketAddr,
+    tls: Option<Tls>,
     conn: usize,
     make: MakeRequest,
     t0: Instant,
@@ -224,7 +268,7 @@ async fn connection_task(
         latencies_us: Vec::with_capacity(4096),
         ..Outcome::default()
     };
-    let mut sender = match connect(addr).await {
+    let mut sender = match connect_tls(addr, tls.as_ref()).await {
         Ok(s) => Some(s),
         Err(e) => {
             note(&mut out, e);
@@ -237,7 +281,7 @@ async fn connection_task(
     while Instant::now() < end {
         let s = match sender.as_mut() {
             Some(s) => s,
-            None => match connect(addr).await {
+            None => match connect_tls(addr, tls.as_ref()).await {
                 Ok(s) => sender.insert(s),
                 Err(e) => {
                     note(&mut out, e);

@@ -14,29 +14,27 @@
 //! `identities-sqlite`, `tokens-postgres`, `identities-postgres`, e.g. `tokens` for both backends).
 
 mod load;
+mod pgdb;
 mod probe;
+#[allow(dead_code)]
+mod requests;
+mod results;
 
 use std::fmt::{Display, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::http::HeaderValue;
-use hyper::{Method, Request, Uri};
-use sqlx::Connection as _;
 use steward_server::service::Ctx;
 use steward_server::{RunningServer, ServerConfig, StartOptions};
 use tokio::runtime::Runtime;
 use uuid::Uuid;
 
 use load::{MakeRequest, Plan};
+use pgdb::{create_pg_database, drop_pg_database, redact};
 use probe::{Commits, Cpu, PgXacts};
+use requests::{basic, token_request};
+use results::{env_or, ms, results_path, thousands};
 
 const NOOP: &str = "no-op GET /_noop";
 const TOKENS: &str = "token issuance";
@@ -72,16 +70,6 @@ struct Settings {
     keep_db: bool,
     /// Row keys to run (prefix match), from `STEWARD_BENCH_ONLY`; empty = all.
     only: Vec<String>,
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, String>
-where
-    T::Err: Display,
-{
-    match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|e| format!("{name}={v:?}: {e}")),
-        _ => Ok(default),
-    }
 }
 
 fn secs(name: &str, default: f64) -> Result<Duration, String> {
@@ -149,11 +137,6 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn basic(id: &str, secret: &str) -> Result<HeaderValue, String> {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
-    HeaderValue::from_str(&format!("Basic {enc}")).context("building a Basic authorization header")
-}
-
 async fn start_fixture(
     backend: &'static str,
     database_url: Option<String>,
@@ -206,6 +189,8 @@ async fn start_fixture(
                     require_dpop: false,
                     allowed_dns_names: vec![],
                     may_act: vec![],
+                    allowed_source_cidrs: vec![],
+                    review_due_at: None,
                 },
             )
             .await
@@ -260,13 +245,7 @@ impl Fixture {
     }
 
     fn noop(&self) -> MakeRequest {
-        let host = self.host.clone();
-        Arc::new(move |_, _| {
-            let mut r = Request::new(Full::new(Bytes::new()));
-            *r.uri_mut() = Uri::from_static("/_noop");
-            r.headers_mut().insert(HOST, host.clone());
-            r
-        })
+        requests::noop(self.host.clone())
     }
 
     fn token(&self) -> MakeRequest {
@@ -275,37 +254,7 @@ impl Fixture {
 
     /// `POST /v1/identities` with a distinct name per request.
     fn create_identity(&self, bearer: HeaderValue) -> Result<MakeRequest, String> {
-        let expires = (time::OffsetDateTime::now_utc() + time::Duration::days(30))
-            .format(&time::format_description::well_known::Rfc3339)
-            .context("formatting expires_at")?;
-        let rest = serde_json::json!({
-            "kind": "workload",
-            "owner": self.owner,
-            "purpose": "bench: identity creation throughput",
-            "environment": "prod",
-            "expires_at": expires,
-            "scopes": ["a:read"],
-            "default_scopes": ["a:read"],
-        })
-        .to_string();
-        // `{"name":"…",` + the rest of the object without its opening brace.
-        let tail: Arc<str> = rest
-            .get(1..)
-            .context("serializing the identity template")?
-            .into();
-        let tag = Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let host = self.host.clone();
-        Ok(Arc::new(move |conn, seq| {
-            let body = format!("{{\"name\":\"b{tag}-{conn}-{seq}\",{tail}");
-            let mut r = Request::new(Full::new(Bytes::from(body)));
-            *r.method_mut() = Method::POST;
-            *r.uri_mut() = Uri::from_static("/v1/identities");
-            let h = r.headers_mut();
-            h.insert(HOST, host.clone());
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            h.insert(AUTHORIZATION, bearer.clone());
-            r
-        }))
+        requests::create_identity(self.host.clone(), bearer, self.owner)
     }
 
     /// Gets an admin access token (scope `steward:admin` by default) over HTTP.
@@ -323,26 +272,6 @@ impl Fixture {
         HeaderValue::from_str(&format!("Bearer {}", t.access_token))
             .context("building the Bearer header")
     }
-}
-
-/// `POST /oauth2/token`, `client_credentials`, `client_secret_basic`; connection `c` uses key `c % n`.
-fn token_request(host: HeaderValue, clients: Vec<HeaderValue>) -> MakeRequest {
-    let body = Bytes::from_static(b"grant_type=client_credentials");
-    Arc::new(move |conn, _| {
-        let mut r = Request::new(Full::new(body.clone()));
-        *r.method_mut() = Method::POST;
-        *r.uri_mut() = Uri::from_static("/oauth2/token");
-        let h = r.headers_mut();
-        h.insert(HOST, host.clone());
-        h.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
-        if let Some(auth) = clients.get(conn % clients.len().max(1)) {
-            h.insert(AUTHORIZATION, auth.clone());
-        }
-        r
-    })
 }
 
 // ---------------------------------------------------------------- measuring
@@ -383,6 +312,7 @@ fn measure(
 ) -> Result<Measured, String> {
     let plan = Plan {
         addr,
+        tls: None,
         connections: clients,
         threads: s.client_threads,
         warmup: s.warmup,
@@ -462,67 +392,7 @@ fn run_row(
 
 // ---------------------------------------------------------------- PostgreSQL
 
-/// The URL with any password removed, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparseable URL>".into(),
-    }
-}
-
-/// Connects to the PostgreSQL server and creates a fresh database. Returns the admin connection,
-/// the database name and its URL.
-async fn create_pg_database(url: &str) -> Result<(sqlx::PgConnection, String, String), String> {
-    let mut conn = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(url))
-        .await
-        .map_err(|_| "connection timed out after 5 s".to_owned())?
-        .map_err(|e| e.to_string())?;
-    let name = format!(
-        "steward_bench_{}",
-        &Uuid::new_v4().simple().to_string()[..12]
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .context("CREATE DATABASE")?;
-    let mut u = url::Url::parse(url).context("parsing the PostgreSQL URL")?;
-    u.set_path(&format!("/{name}"));
-    Ok((conn, name, u.to_string()))
-}
-
-async fn drop_pg_database(conn: &mut sqlx::PgConnection, name: &str) -> Result<(), String> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-    )))
-    .execute(conn)
-    .await
-    .map(|_| ())
-    .context("DROP DATABASE")
-}
-
 // ---------------------------------------------------------------- report
-
-fn ms(v: Option<f64>) -> String {
-    v.map_or_else(|| "–".into(), |v| format!("{v:.2} ms"))
-}
-
-fn thousands(v: f64) -> String {
-    let n = v.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
 
 fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     let noop = rows
@@ -701,14 +571,6 @@ fn report(s: &Settings, rows: &[Row], notes: &[String]) -> String {
     md
 }
 
-fn results_path() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    let target = target.canonicalize().unwrap_or(target);
-    target.join("bench-results").join("http.md")
-}
-
 // ---------------------------------------------------------------- main
 
 /// Runs the rows of one backend that `STEWARD_BENCH_ONLY` selects.
@@ -824,7 +686,7 @@ fn run() -> Result<(), String> {
 
     let md = report(&s, &rows, &notes);
     println!("{md}");
-    let path = results_path();
+    let path = results_path("http.md");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).context("creating target/bench-results")?;
     }

@@ -271,13 +271,8 @@ pub async fn list_credentials(
     Path(id): Path<String>,
 ) -> ApiResult<Json<proto::List<proto::CredentialView>>> {
     p.require(Need::Read)?;
-    let now = s.now();
-    let creds = s.list_credentials(parse_id(&id, "identity")?).await?;
     Ok(Json(proto::List {
-        items: creds
-            .iter()
-            .map(|c| proto::CredentialView::new(c, now))
-            .collect(),
+        items: s.credential_views(parse_id(&id, "identity")?).await?,
         next_cursor: None,
     }))
 }

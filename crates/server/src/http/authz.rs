@@ -178,6 +178,8 @@ pub struct ExceptionListParams {
     pub identity_id: Option<Uuid>,
     /// Only unexpired exceptions (default true).
     pub active: Option<bool>,
+    /// `pending` or `denied` lists exception requests instead of approved exceptions.
+    pub status: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/exceptions", params(ExceptionListParams), tag = "authorization",
@@ -188,10 +190,21 @@ pub async fn list_exceptions(
     ApiQuery(q): ApiQuery<ExceptionListParams>,
 ) -> ApiResult<Json<proto::List<wire::ExceptionView>>> {
     p.require(Need::Read)?;
+    let items = match q.status.as_deref() {
+        None => {
+            s.list_exceptions(q.identity_id, q.active.unwrap_or(true))
+                .await?
+        }
+        Some(v) => match steward_core::lifecycle::ExceptionRequestStatus::parse(v) {
+            Some(
+                st @ (steward_core::lifecycle::ExceptionRequestStatus::Pending
+                | steward_core::lifecycle::ExceptionRequestStatus::Denied),
+            ) => super::lifecycle::list_exception_requests(&s, q.identity_id, st).await?,
+            _ => return Err(ApiError::bad_request("status must be pending or denied")),
+        },
+    };
     Ok(Json(proto::List {
-        items: s
-            .list_exceptions(q.identity_id, q.active.unwrap_or(true))
-            .await?,
+        items,
         next_cursor: None,
     }))
 }

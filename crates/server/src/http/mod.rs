@@ -5,7 +5,9 @@ pub mod admin;
 pub mod authz;
 pub mod certs;
 pub mod extract;
+pub mod findings;
 pub mod leaks;
+pub mod lifecycle;
 pub mod meta;
 pub mod oauth;
 pub mod trust;
@@ -39,6 +41,12 @@ use crate::state::AppState;
         certs::create_device_ca, certs::list_device_cas, certs::delete_device_ca,
         certs::create_device_rule, certs::list_device_rules, certs::delete_device_rule,
         trust::create, trust::list, trust::get, trust::update, trust::delete, trust::explain,
+        findings::list_findings, findings::get_finding, findings::accept_finding, findings::run_findings,
+        findings::entitlements, findings::identity_risk, findings::list_risks, findings::report,
+        lifecycle::create_review, lifecycle::list_reviews, lifecycle::get_review, lifecycle::decide_review,
+        lifecycle::export_review, lifecycle::request_jit, lifecycle::list_jit, lifecycle::get_jit,
+        lifecycle::decide_jit, lifecycle::decide_exception, lifecycle::offboarding, lifecycle::revoke_vendor,
+        lifecycle::rotation_required, lifecycle::scim_patch_user, lifecycle::scim_delete_user,
     ),
     components(schemas(steward_proto::ErrorBody, steward_proto::OAuthErrorBody)),
     modifiers(&BearerAuth),
@@ -146,6 +154,53 @@ pub fn router(state: AppState) -> Router {
             get(trust::get).patch(trust::update).delete(trust::delete),
         )
         .route("/v1/trust-policies/{id}/explain", post(trust::explain))
+        .route("/v1/findings", get(findings::list_findings))
+        .route("/v1/findings/run", post(findings::run_findings))
+        .route("/v1/findings/{id}", get(findings::get_finding))
+        .route("/v1/findings/{id}/accept", post(findings::accept_finding))
+        .route(
+            "/v1/identities/{id}/entitlements",
+            get(findings::entitlements),
+        )
+        .route("/v1/identities/{id}/risk", get(findings::identity_risk))
+        .route("/v1/risk", get(findings::list_risks))
+        .route("/v1/report", get(findings::report))
+        .route(
+            "/v1/reviews",
+            post(lifecycle::create_review).get(lifecycle::list_reviews),
+        )
+        .route("/v1/reviews/{id}", get(lifecycle::get_review))
+        .route("/v1/reviews/{id}/decisions", post(lifecycle::decide_review))
+        .route("/v1/reviews/{id}/export", get(lifecycle::export_review))
+        .route(
+            "/v1/jit-requests",
+            post(lifecycle::request_jit).get(lifecycle::list_jit),
+        )
+        .route("/v1/jit-requests/{id}", get(lifecycle::get_jit))
+        .route(
+            "/v1/jit-requests/{id}/{action}",
+            post(lifecycle::decide_jit),
+        )
+        .route(
+            "/v1/exceptions/{id}/{action}",
+            post(lifecycle::decide_exception),
+        )
+        .route(
+            "/v1/identities/{id}/offboarding",
+            get(lifecycle::offboarding),
+        )
+        .route(
+            "/v1/vendors/{vendor}/revoke",
+            post(lifecycle::revoke_vendor),
+        )
+        .route(
+            "/v1/credentials/rotation-required",
+            get(lifecycle::rotation_required),
+        )
+        .route(
+            "/v1/scim/v2/Users/{id}",
+            axum::routing::patch(lifecycle::scim_patch_user).delete(lifecycle::scim_delete_user),
+        )
         .route("/oauth2/token", post(oauth::token))
         .route("/oauth2/introspect", post(oauth::introspect))
         .route("/oauth2/revoke", post(oauth::revoke))

@@ -131,11 +131,12 @@ pub fn exception_view(x: &ExceptionRecord, now: OffsetDateTime) -> wire::Excepti
         identity_id: x.identity_id,
         guard_rail: x.guard_rail.clone(),
         requested_by: x.requested_by.clone(),
-        approved_by: x.approved_by.clone(),
+        approved_by: Some(x.approved_by.clone()),
         reason: x.reason.clone(),
         created_at: x.created_at,
         expires_at: x.expires_at,
         active: x.expires_at > now,
+        status: crate::service::lifecycle::exceptions::approved_status(x.expires_at, now).into(),
     }
 }
 
@@ -736,21 +737,20 @@ impl Inner {
 
     // ------------------------------------------------------------------ exceptions
 
-    /// `POST /v1/exceptions`: the caller approves; the requester must be someone else.
+    /// `POST /v1/exceptions`: with `requested_by`, the caller approves and must be someone
+    /// else; without, the caller requests (see `lifecycle::exceptions`).
     pub async fn create_exception(
         &self,
         ctx: &Ctx,
         req: wire::CreateException,
     ) -> Result<wire::ExceptionView, ServiceError> {
         let now = self.now();
-        if req.guard_rail != steward_policy::ENV_ISOLATION {
-            return Err(ServiceError::invalid(format!(
-                "guard rail {:?} takes no exceptions (only {} does)",
-                req.guard_rail,
-                steward_policy::ENV_ISOLATION
-            )));
-        }
-        let requested_by = req.requested_by.trim();
+        crate::service::lifecycle::exceptions::validate_exception_target(&req.guard_rail)?;
+        let Some(requested_by) = req.requested_by.clone() else {
+            // No requester named: the caller requests, and someone else approves later.
+            return self.request_exception(ctx, req).await;
+        };
+        let requested_by = requested_by.trim();
         if requested_by.is_empty() || requested_by.len() > 200 {
             return Err(ServiceError::invalid(
                 "requested_by must name who asked (1 to 200 characters)",

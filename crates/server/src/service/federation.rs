@@ -1420,8 +1420,10 @@ impl Inner {
                 x5t_s256: None,
             }),
             act: act.clone(),
+            // Exchanged tokens never carry a JIT grant (their lifetime is capped by the subject's).
+            jit: None,
         };
-        let ring = self.ring();
+        let ring = self.signing_ring().await;
         let token = ring.signer.sign_jwt("at+jwt", &claims).map_err(|_| {
             OAuthError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

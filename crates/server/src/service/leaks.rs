@@ -361,6 +361,9 @@ impl Inner {
                     last_seen: now,
                     resolved_at: None,
                     version: 1,
+                    accepted_until: None,
+                    accepted_reason: None,
+                    accepted_by: None,
                 };
                 change = change.with(Mutation::InsertFinding(f.clone()));
                 (f, "finding.raise")

@@ -4,9 +4,12 @@
 pub mod authz;
 pub mod certs;
 pub mod federation;
+pub mod findings;
 pub mod jwks_cache;
 pub mod leaks;
+pub mod lifecycle;
 pub mod registry;
+pub mod report;
 pub mod tokens;
 
 use steward_core::{AuditEvent, Outcome};

@@ -108,123 +108,8 @@ impl Inner {
         Ok(owner)
     }
 
-    /// Records an owner's departure. Their identities become orphaned, or move to `reassign_to`
-    /// in the same transaction.
-    pub async fn depart_owner(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        req: proto::DepartOwner,
-    ) -> Result<proto::DepartResult, ServiceError> {
-        let now = self.now();
-        let before = self.get_owner(id).await?;
-        let mut owner = before.clone();
-        owner.depart(now)?;
-        let successor = match req.reassign_to {
-            Some(r) if r == id => {
-                return Err(ServiceError::invalid(
-                    "reassign_to must be a different owner",
-                ));
-            }
-            Some(r) => {
-                let s = self.store.get_owner(r).await?.ok_or_else(|| {
-                    ServiceError::invalid(format!("reassign_to: unknown owner {r}"))
-                })?;
-                if !s.is_active() {
-                    return Err(DomainError::OwnerDeparted(r.to_string()).into());
-                }
-                Some(s)
-            }
-            None => None,
-        };
-        let identities = self.all_identities_of(id).await?;
-        let mut change = Change::new().with(Mutation::UpdateOwner {
-            owner: owner.clone(),
-            expected_version: before.version,
-        });
-        let mut events = vec![];
-        let ids: Vec<Uuid> = identities.iter().map(|i| i.id).collect();
-        if let Some(s) = &successor {
-            for i in &identities {
-                let mut next = i.clone();
-                next.owner_id = s.id;
-                next.updated_at = now;
-                next.version += 1;
-                change = change.with(Mutation::UpdateIdentity {
-                    identity: next,
-                    expected_version: i.version,
-                });
-                events.push(
-                    ctx.event(now, "identity.reassign", Outcome::Success)
-                        .target(format!("identity:{}", i.id))
-                        .identity(i.id)
-                        .details(json!({"from_owner": id, "to_owner": s.id})),
-                );
-            }
-        }
-        change = change.audit(
-            ctx.event(now, "owner.depart", Outcome::Success)
-                .target(format!("owner:{id}"))
-                .reason(
-                    req.reason
-                        .clone()
-                        .unwrap_or_else(|| "owner departed".into()),
-                )
-                .details(json!({
-                    "identities": ids,
-                    "reassigned_to": successor.as_ref().map(|s| s.id),
-                })),
-        );
-        for e in events {
-            change = change.audit(e);
-        }
-        self.store.commit(change).await?;
-        for i in &ids {
-            self.invalidate_identity(*i);
-        }
-        let (orphaned, reassigned) = if successor.is_some() {
-            (vec![], ids)
-        } else {
-            (ids, vec![])
-        };
-        Ok(proto::DepartResult {
-            owner: proto::OwnerView::from(&owner),
-            orphaned_identities: orphaned,
-            reassigned_identities: reassigned,
-        })
-    }
-
-    async fn all_identities_of(&self, owner: Uuid) -> Result<Vec<Identity>, ServiceError> {
-        let mut out = vec![];
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_identities(&IdentityQuery {
-                    owner_id: Some(owner),
-                    environment: None,
-                    kind: None,
-                    status: None,
-                    name: None,
-                    search: None,
-                    vendor: None,
-                    after,
-                    limit: 1000,
-                    now: self.now(),
-                })
-                .await?;
-            let last = page.items.last().map(|i| i.id);
-            out.extend(
-                page.items
-                    .into_iter()
-                    .filter(|i| i.status != IdentityStatus::Retired),
-            );
-            match (page.next, last) {
-                (Some(_), Some(l)) => after = Some(l),
-                _ => return Ok(out),
-            }
-        }
-    }
+    // Owner departure (`depart_owner`) lives in `service::lifecycle::owners`: it also flags
+    // the owner's API keys for rotation and reassigns orphans later.
 
     // ------------------------------------------------------------------ identities
 
@@ -259,6 +144,8 @@ impl Inner {
             require_dpop: req.require_dpop,
             allowed_dns_names: req.allowed_dns_names,
             may_act: req.may_act,
+            allowed_source_cidrs: req.allowed_source_cidrs,
+            review_due_at: req.review_due_at,
         };
         let identity = Identity::create(
             Uuid::now_v7(),
@@ -332,6 +219,8 @@ impl Inner {
             require_dpop: req.require_dpop,
             allowed_dns_names: req.allowed_dns_names,
             may_act: req.may_act,
+            allowed_source_cidrs: req.allowed_source_cidrs,
+            review_due_at: req.review_due_at.map(Some),
         };
         identity.apply_patch(patch, new_owner.as_ref(), &self.config.registry, now)?;
         let event = ctx
@@ -362,33 +251,22 @@ impl Inner {
         action: LifecycleAction,
         reason: Option<String>,
     ) -> Result<Identity, ServiceError> {
+        if action == LifecycleAction::Retire {
+            // Retiring is the full offboarding (credentials, tokens, certificates, JIT grants).
+            return Ok(self.offboard_identity(ctx, id, reason).await?.0);
+        }
         let before = self.get_identity(id).await?;
         let now = self.now();
         let mut identity = before.clone();
         identity.transition(action, &ctx.actor, reason.clone(), now)?;
-        let mut change = Change::new().with(Mutation::UpdateIdentity {
+        let change = Change::new().with(Mutation::UpdateIdentity {
             identity: identity.clone(),
             expected_version: before.version,
         });
-        let mut details = json!({
+        let details = json!({
             "from": before.effective_status(now).as_str(),
             "to": identity.status.as_str(),
         });
-        if action == LifecycleAction::Retire {
-            let creds = self.store.list_credentials(id).await?;
-            let revoked: Vec<Uuid> = creds
-                .iter()
-                .filter(|c| c.state(now) != steward_core::CredentialState::Revoked)
-                .map(|c| c.id)
-                .collect();
-            change = change.with(Mutation::RevokeIdentityCredentials {
-                identity_id: id,
-                at: now,
-                reason: "identity retired".into(),
-            });
-            details["revoked_credentials"] = json!(revoked);
-            details["tokens_revoked_before"] = json!(rfc3339(now));
-        }
         let mut event = ctx
             .event(
                 now,
@@ -403,9 +281,6 @@ impl Inner {
         }
         self.store.commit(change.audit(event)).await?;
         self.invalidate_identity(id);
-        if action == LifecycleAction::Retire {
-            self.invalidate_all_credentials();
-        }
         Ok(identity)
     }
 

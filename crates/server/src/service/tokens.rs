@@ -175,6 +175,9 @@ pub struct AccessClaims {
     /// RFC 8693 §4.1 delegation chain (see `service::federation`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub act: Option<steward_core::trust::Actor>,
+    /// The JIT grant whose extra scopes this token carries (see `service::lifecycle::jit`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub jit: Option<Uuid>,
 }
 
 /// `aud`: a string when there is one audience, an array otherwise (RFC 7519 §4.1.3).
@@ -215,6 +218,12 @@ impl Audience {
 pub struct VerifiedToken {
     pub claims: AccessClaims,
     pub identity: Arc<Identity>,
+}
+
+/// The claims of a token whose signature was verified, and the key that signed it.
+pub struct SignedClaims {
+    pub claims: AccessClaims,
+    pub kid: String,
 }
 
 /// Successful token response plus the headers that go with it.
@@ -617,6 +626,7 @@ impl Inner {
         headers: &HeaderMap,
         ctx: &Ctx,
     ) -> Result<Issued, OAuthError> {
+        self.findings_runtime.note_token_request();
         let grant = form
             .get("grant_type")
             .ok_or_else(|| OAuthError::invalid_request("grant_type is required"))?;
@@ -683,16 +693,11 @@ impl Inner {
             })?,
             None => vec![],
         };
+        let mut jit = None;
         let scopes = if requested.is_empty() {
             identity.default_scopes.clone()
         } else {
-            if let Some(bad) = requested.iter().find(|s| !identity.scopes.contains(s)) {
-                return Err(OAuthError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    format!("scope {bad} is not allowed for this client"),
-                ));
-            }
+            jit = self.check_requested_scopes(identity, &requested).await?;
             requested
         };
         let mut aud: Vec<String> = vec![];
@@ -718,6 +723,9 @@ impl Inner {
         let now = self.now();
         let jkt = self.check_dpop(headers, identity, now).await?;
         let lifetime = i64::from(identity.token_lifetime(&self.config.registry));
+        let lifetime = jit
+            .as_ref()
+            .map_or(lifetime, |g| g.cap_lifetime(lifetime, now));
         let iat = unix(now);
         let jti = steward_crypto::rand::token(16);
         let claims = AccessClaims {
@@ -735,8 +743,9 @@ impl Inner {
             credential_id: super::certs::credential_claim(client),
             cnf: super::certs::confirmation(jkt.clone(), client, ctx),
             act: None,
+            jit: jit.as_ref().map(|g| g.id),
         };
-        let ring = self.ring();
+        let ring = self.signing_ring().await;
         let token = ring.signer.sign_jwt("at+jwt", &claims).map_err(|_| {
             OAuthError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -764,12 +773,14 @@ impl Inner {
             "exp": claims.exp,
             "token_type": token_type,
             "kid": ring.signer.kid(),
+            "jit": claims.jit,
         }));
         // Durable before the response: the audit record is group-committed and awaited.
         if self.store.commit(Change::audit_only(event)).await.is_err() {
             return Err(OAuthError::unavailable());
         }
         self.record_use(client.credential_id, now);
+        self.record_token_use(client, &claims.scope, &claims.aud.0, ctx, headers, now);
         metrics::counter!("steward_tokens_issued_total").increment(1);
         Ok(Issued {
             body: steward_proto::TokenResponse {
@@ -870,8 +881,17 @@ impl Inner {
 
     /// Full verification of a Steward access token at `now`: signature and `typ`, `iss`, time
     /// window, revocation, and the current state of its identity and credential.
-    pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, &'static str> {
+    /// The claims of a token whose signature is by a key in this node's ring. A token verified
+    /// before is answered from [`Inner::verified_tokens`] while its signing key is still in the
+    /// ring; everything time- or state-dependent is checked by the caller on every use.
+    async fn signed_claims(&self, token: &str) -> Result<Arc<SignedClaims>, &'static str> {
+        let cache_key = steward_crypto::sha256(token.as_bytes());
         let mut ring = self.ring();
+        if let Some(hit) = self.verified_tokens.get(&cache_key)
+            && ring.verifier.get(&hit.kid).is_some()
+        {
+            return Ok(hit);
+        }
         let decoded = match ring.verifier.verify(token, Some("at+jwt")) {
             Ok(d) => d,
             Err(_) => {
@@ -891,9 +911,18 @@ impl Inner {
                     .map_err(|_| "invalid token signature")?
             }
         };
+        let kid = decoded.kid().ok_or("invalid token signature")?.to_owned();
         let claims: AccessClaims =
             serde_json::from_value(serde_json::Value::Object(decoded.claims))
                 .map_err(|_| "token claims are malformed")?;
+        let signed = Arc::new(SignedClaims { claims, kid });
+        self.verified_tokens.insert(cache_key, signed.clone());
+        Ok(signed)
+    }
+
+    pub async fn verify_token(&self, token: &str) -> Result<VerifiedToken, &'static str> {
+        let signed = self.signed_claims(token).await?;
+        let claims = &signed.claims;
         let now = self.now();
         let t = unix(now);
         if claims.iss != self.issuer {
@@ -922,6 +951,9 @@ impl Inner {
         if let Some(act) = &claims.act {
             self.check_actor_chain(act, now).await?;
         }
+        if let Some(grant) = claims.jit {
+            self.check_jit_claim(identity.id, grant, now).await?;
+        }
         if let Some(cid) = claims.credential_id {
             match self.credential_by_id(cid).await {
                 Ok(Some(c)) => c.check_usable(now)?,
@@ -929,7 +961,10 @@ impl Inner {
                 Err(_) => return Err("credential status unavailable"),
             }
         }
-        Ok(VerifiedToken { claims, identity })
+        Ok(VerifiedToken {
+            claims: claims.clone(),
+            identity,
+        })
     }
 
     /// `POST /oauth2/introspect` (RFC 7662). The caller must be allowed `steward:introspect` or `steward:admin`.
@@ -973,6 +1008,9 @@ impl Inner {
                 }
                 if let Some(act) = c.act {
                     out["act"] = json!(act);
+                }
+                if let Some(jit) = c.jit {
+                    out["jit"] = json!(jit);
                 }
                 out
             }

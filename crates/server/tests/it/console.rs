@@ -898,6 +898,9 @@ fn finding(identity: &str, n: u128, nhi: &str, severity: &str) -> FindingRecord 
         last_seen: now,
         resolved_at: None,
         version: 1,
+        accepted_until: None,
+        accepted_reason: None,
+        accepted_by: None,
     }
 }
 

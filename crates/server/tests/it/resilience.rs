@@ -199,16 +199,18 @@ async fn two_nodes_share_single_node_duties_and_hand_them_over() {
     let store = a.state.store.clone();
     // Within a few ticks each duty is held, by exactly one of the two nodes.
     for name in [duty::AUDIT_CHECKPOINT, duty::PKI] {
+        let held_by = |n: &RunningServer| n.state.leases.held().iter().any(|l| l.name == name);
+        // A node records a lease in memory just after the store grants it: wait for both.
         until(Duration::from_secs(15), name, || async {
             store
                 .get_lease(name)
                 .await
                 .unwrap()
                 .is_some_and(|l| l.is_live(time::OffsetDateTime::now_utc()))
+                && (held_by(&a) || held_by(&b))
         })
         .await;
         let stored = store.get_lease(name).await.unwrap().unwrap();
-        let held_by = |n: &RunningServer| n.state.leases.held().iter().any(|l| l.name == name);
         assert_ne!(
             held_by(&a),
             held_by(&b),

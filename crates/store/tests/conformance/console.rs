@@ -255,6 +255,9 @@ pub async fn console_identity_and_finding_stats(store: Arc<dyn Store>) {
         last_seen: T0,
         resolved_at: None,
         version: 1,
+        accepted_until: None,
+        accepted_reason: None,
+        accepted_by: None,
     };
     change = change
         .with(Mutation::InsertFinding(finding(

@@ -25,6 +25,9 @@ fn finding(identity: Option<Uuid>, key: &str, n: u128) -> FindingRecord {
         last_seen: T0,
         resolved_at: None,
         version: 1,
+        accepted_until: None,
+        accepted_reason: None,
+        accepted_by: None,
     }
 }
 

@@ -13,6 +13,7 @@ mod commits;
 mod console;
 mod findings;
 mod leases;
+mod lifecycle;
 mod lists;
 mod misc;
 mod opening;
@@ -20,6 +21,7 @@ mod pki;
 mod records;
 mod support;
 mod trust;
+mod usage;
 
 conformance! {
     stores {
@@ -27,6 +29,7 @@ conformance! {
         records::identity_round_trip,
         records::credential_round_trip,
         records::find_credential_by_hash,
+        records::bulk_insert_round_trip,
         records::duplicate_identity_name_conflicts,
         records::duplicate_owner_name_conflicts,
         records::duplicate_secret_hash_conflicts,
@@ -67,6 +70,17 @@ conformance! {
         leases::lease_expires_and_is_taken_over_with_a_new_epoch,
         leases::lease_renewal_keeps_the_epoch,
         leases::lease_release_frees_it_at_once,
+        usage::usage_batches_merge,
+        usage::credential_sources_are_bounded,
+        usage::purge_usage_removes_only_old_rows,
+        usage::identity_risk_round_trip_and_order,
+        usage::bulk_reads_by_identity_range,
+        usage::governance_identity_fields_round_trip,
+        lifecycle::reviews_round_trip,
+        lifecycle::jit_grants_round_trip,
+        lifecycle::exception_requests_round_trip,
+        lifecycle::rotation_flags,
+        lifecycle::lifecycle_counts_for_the_report,
     }
     databases {
         commits::two_instances_share_one_log,

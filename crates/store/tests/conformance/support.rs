@@ -286,6 +286,8 @@ pub fn identity(owner: &Owner, name: &str, environment: &str) -> Identity {
         version: 1,
         allowed_dns_names: vec!["payments.internal".into(), "*.payments.internal".into()],
         may_act: vec!["0190a0b0-0000-7000-8000-000000000009".into()],
+        allowed_source_cidrs: vec!["10.0.0.0/8".into()],
+        review_due_at: None,
     }
 }
 

@@ -114,6 +114,7 @@ pub async fn page(
             dedup_key: None,
             after,
             limit: PAGE,
+            ..Default::default()
         })
         .await?;
     let mut per_type: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
