@@ -128,8 +128,51 @@ pub fn score<'a>(findings: impl IntoIterator<Item = RiskInput<'a>>) -> RiskScore
     }
 }
 
+/// Risk bands over the 0–100 score, highest first, as inclusive ranges: one critical leak (24
+/// points) is `medium`, a leak plus an orphaned identity is `high`, and `critical` needs several
+/// serious findings at once.
+pub const RISK_BANDS: [(&str, u8, u8); 4] = [
+    ("critical", 60, 100),
+    ("high", 30, 59),
+    ("medium", 10, 29),
+    ("low", 0, 9),
+];
+
+/// The band a score falls in.
+pub fn band(score: u8) -> &'static str {
+    RISK_BANDS
+        .iter()
+        .find(|(_, lo, hi)| (*lo..=*hi).contains(&score))
+        .map_or("critical", |(name, _, _)| name)
+}
+
+/// The inclusive score range of a band, by name.
+pub fn band_range(name: &str) -> Option<(u8, u8)> {
+    RISK_BANDS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bands_cover_every_score_once() {
+        for s in 0..=u8::MAX {
+            let hits = super::RISK_BANDS
+                .iter()
+                .filter(|(_, lo, hi)| (*lo..=*hi).contains(&s))
+                .count();
+            assert_eq!(hits, usize::from(s <= 100), "score {s}");
+        }
+        assert_eq!(super::band(0), "low");
+        assert_eq!(super::band(24), "medium");
+        assert_eq!(super::band(45), "high");
+        assert_eq!(super::band(100), "critical");
+        assert_eq!(super::band_range("high"), Some((30, 59)));
+        assert_eq!(super::band_range("extreme"), None);
+    }
+
     use super::*;
     use uuid::Uuid;
 

@@ -66,6 +66,8 @@ pub struct IdentitySearch {
     pub filter: IdentityQuery,
     /// Names starting with exactly this text (names are lowercase ASCII; compared byte-wise).
     pub name_prefix: Option<String>,
+    /// Risk score within this inclusive range (an identity never scored counts as 0).
+    pub risk: Option<(u8, u8)>,
 }
 
 struct ConsoleStatements {
@@ -301,6 +303,22 @@ pub(crate) async fn search_identities<D: Dialect>(
         if let Some(to) = crate::engine::prefix_successor(prefix) {
             b.sql(s.name_to).arg(Arg::owned(to));
         }
+    }
+    match q.risk {
+        // Unscored identities have score 0: the lowest band is "nothing scored above it".
+        Some((0, hi)) => {
+            b.sql(" AND NOT EXISTS (SELECT 1 FROM identity_risk r WHERE r.identity_id = identities.id AND r.score > ")
+                .arg(Arg::int(i64::from(hi)))
+                .sql(")");
+        }
+        Some((lo, hi)) => {
+            b.sql(" AND EXISTS (SELECT 1 FROM identity_risk r WHERE r.identity_id = identities.id AND r.score >= ")
+                .arg(Arg::int(i64::from(lo)))
+                .sql(" AND r.score <= ")
+                .arg(Arg::int(i64::from(hi)))
+                .sql(")");
+        }
+        None => {}
     }
     if let Some(after) = q.filter.after {
         b.sql(" AND id > ").arg(Arg::uuid(after));

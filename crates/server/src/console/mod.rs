@@ -150,15 +150,29 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: AppState) -> Router<S> {
             post(pages::identity::lifecycle),
         )
         .route(
+            "/ui/identities/{id}/right-size",
+            post(pages::identity::right_size),
+        )
+        .route(
             "/ui/identities/{id}/credentials/{cid}/rotate",
             post(pages::identity::rotate),
         )
         .route("/ui/findings", get(pages::findings::page))
         .route("/ui/findings/{id}/accept", post(pages::findings::accept))
         .route("/ui/audit", get(pages::audit::page))
-        .route("/ui/reviews", get(pages::governance::reviews))
-        .route("/ui/jit", get(pages::governance::jit))
-        .route("/ui/trust-policies", get(pages::governance::trust_policies))
+        .route(
+            "/ui/exceptions/{id}/{action}",
+            post(pages::findings::decide_exception),
+        )
+        .route("/ui/reviews", get(pages::reviews::page))
+        .route(
+            "/ui/reviews/{review}/items/{item}",
+            post(pages::reviews::decide),
+        )
+        .route("/ui/jit", get(pages::jit::page))
+        .route("/ui/jit/{id}/{action}", post(pages::jit::decide))
+        .route("/ui/trust-policies", get(pages::trust::page))
+        .route("/ui/trust-policies/explain", post(pages::trust::explain))
         .route("/ui/assets/console.css", get(assets::css))
         .route("/ui/assets/console.js", get(assets::js))
         .route("/ui/{*rest}", any(not_found))

@@ -241,9 +241,9 @@ async fn pages_carry_the_csp_and_security_headers() {
         (&format!("/ui/identities/{id}"), StatusCode::OK),
         ("/ui/findings", StatusCode::OK),
         ("/ui/audit", StatusCode::OK),
-        ("/ui/reviews", StatusCode::NOT_IMPLEMENTED),
-        ("/ui/jit", StatusCode::NOT_IMPLEMENTED),
-        ("/ui/trust-policies", StatusCode::NOT_IMPLEMENTED),
+        ("/ui/reviews", StatusCode::OK),
+        ("/ui/jit", StatusCode::OK),
+        ("/ui/trust-policies", StatusCode::OK),
         ("/ui/no-such-page", StatusCode::NOT_FOUND),
     ] {
         let p = c.get(path).await;
@@ -253,9 +253,9 @@ async fn pages_carry_the_csp_and_security_headers() {
         assert!(p.body.starts_with("<!doctype html>"), "{path}");
         assert_html_fits_the_csp(&p, path);
     }
-    // The placeholders say why they are empty, with the real navigation around them.
+    // Empty sections say how to fill them, with the real navigation around them.
     let reviews = c.get("/ui/reviews").await;
-    assert!(reviews.body.contains("Not available on this server"));
+    assert!(reviews.body.contains(r#"id="no-campaigns""#));
     assert!(
         reviews
             .body
@@ -774,7 +774,7 @@ async fn inventory_searches_filters_and_pages() {
     }
     assert_eq!(seen, ["payments-api", "payments-worker"]);
 
-    // An id goes straight to the identity; bad values are a 400 page; no risk filter yet.
+    // An id goes straight to the identity; bad values are a 400 page.
     let p = c.get(&format!("/ui/identities?q={}", ids[2])).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER);
     assert_eq!(p.location(), format!("/ui/identities/{}", ids[2]));
@@ -786,10 +786,16 @@ async fn inventory_searches_filters_and_pages() {
         c.get("/ui/identities?cursor=zz").await.status,
         StatusCode::BAD_REQUEST
     );
-    let risk = c.get("/ui/identities?risk=high").await;
+    let risk = c.get("/ui/identities?risk=extreme").await;
     assert_eq!(risk.status, StatusCode::BAD_REQUEST);
-    assert!(risk.body.contains("risk filter is not available"));
-    assert!(!all.body.contains(r#"id="risk""#));
+    assert!(risk.body.contains("risk must be critical, high, medium or low"));
+    // The risk filter: nothing is scored yet, so every identity is in the lowest band.
+    assert!(all.body.contains(r#"id="risk""#));
+    let high = c.get("/ui/identities?risk=high").await;
+    assert_eq!(high.status, StatusCode::OK);
+    assert_eq!(high.body.matches("/ui/identities/0").count(), 0, "{}", high.body);
+    let low = c.get("/ui/identities?risk=low&q=payments").await;
+    assert!(low.body.contains("payments-api") && low.body.contains(r#"title="risk band low">0<"#));
 }
 
 #[tokio::test]
@@ -821,7 +827,9 @@ async fn identity_detail_escapes_and_rotates_a_key_once() {
     assert!(p.body.contains("team-payments"));
     assert!(p.body.contains("tier=1"));
     assert!(p.body.contains("payments:write"));
-    assert!(p.body.contains(r#"id="usage-unavailable""#));
+    // Scopes granted vs used: nothing used yet, and too young for a right-sizing suggestion.
+    assert!(p.body.contains(r#"id="scope-usage-table""#));
+    assert!(p.body.contains("(evidence: too_young)"));
     // Credentials with state and age; recent audit records of this identity, newest first.
     assert!(
         p.body
@@ -980,27 +988,99 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
             .contains(r#"<abbr title="Secret Leakage">NHI2:2025</abbr>"#)
     );
     assert!(f.body.contains("&#60;b&#62;seen&#60;/b&#62;") && !f.body.contains("<b>seen"));
-    assert!(f.body.contains(r#"id="accept-unavailable""#));
     let only = c.get("/ui/findings?type=dormant").await;
     assert!(only.body.contains("dormant") && !only.body.contains("<td>secret_leaked</td>"));
     assert_eq!(
         c.get("/ui/findings?status=bogus").await.status,
         StatusCode::BAD_REQUEST
     );
-    // Accepting is not wired on this build: refused plainly, never half-done.
+    // Accepting a finding asks for a time-bound exception that a second operator approves.
     let csrf = f.csrf();
-    let id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001).to_string();
+    let dormant = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002).to_string();
+    let bad = c
+        .post(
+            &format!("/ui/findings/{dormant}/accept"),
+            &[("csrf", &csrf), ("until", "2001-01-01"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let far = c
+        .post(
+            &format!("/ui/findings/{dormant}/accept"),
+            &[("csrf", &csrf), ("until", "2099-01-01"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(far.status, StatusCode::BAD_REQUEST);
+    assert!(far.body.contains("at most 90 days"), "{}", far.body);
+    let until = (t.clock_now() + time::Duration::days(30)).date().to_string();
     let a = c
         .post(
-            &format!("/ui/findings/{id}/accept"),
+            &format!("/ui/findings/{dormant}/accept"),
             &[
                 ("csrf", &csrf),
-                ("until", "2099-01-01"),
+                ("until", &until),
                 ("reason", "vendor fix due"),
             ],
         )
         .await;
-    assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    assert_eq!(a.location(), "/ui/findings?status=open&done=requested");
+    let f = c.get("/ui/findings?status=open&done=requested").await;
+    assert!(f.body.contains(r#"id="done""#));
+    assert!(f.body.contains(r#"id="pending-exceptions""#));
+    // The requester cannot approve their own request: no button, and a forged post is refused.
+    assert!(f.body.contains("Your request: another operator approves it."));
+    let (s, pending) = t.api(Method::GET, "/v1/exceptions?status=pending", None).await;
+    assert_eq!(s, StatusCode::OK, "{pending}");
+    let req = pending["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(pending["items"][0]["guard_rail"], "dormant");
+    let own = c
+        .post(&format!("/ui/exceptions/{req}/approve"), &[("csrf", &f.csrf())])
+        .await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    // A second operator approves: the exception is active until the date given.
+    let (other, other_secret) = second_admin(&t, "second-operator").await;
+    let mut c2 = ConsoleClient::new(&t);
+    c2.sign_in_as(&other, &other_secret).await;
+    let f2 = c2.get("/ui/findings").await;
+    assert!(f2.body.contains(&format!("id=\"approve-{req}\"")));
+    let ok = c2
+        .post(&format!("/ui/exceptions/{req}/approve"), &[("csrf", &f2.csrf())])
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    // The refused self-approval is on record, and so is the approval.
+    let refused = t.audit("action=exception.approve&outcome=denied").await;
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["actor"], t.admin_id.as_str());
+    let ev = t.audit("action=exception.approve&outcome=success").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["actor"], other.as_str());
+    let (_, active) = t.api(Method::GET, "/v1/exceptions", None).await;
+    assert!(
+        active["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == req.as_str() && e["guard_rail"] == "dormant"),
+        "{active}"
+    );
+    // Every finding type is waivable, so the form is offered on each open finding of an identity.
+    assert!(c.get("/ui/findings?status=open").await.body.contains("/accept\""));
+}
+
+/// A second identity allowed to sign in to the console: (identity id, API key).
+async fn second_admin(t: &TestServer, name: &str) -> (String, String) {
+    let owner = t.create_owner(&format!("team-{name}")).await;
+    let i = t
+        .create_identity(
+            &owner,
+            name,
+            json!({"environment": "dev", "scopes": ["steward:admin"], "default_scopes": ["steward:admin"], "audiences": []}),
+        )
+        .await;
+    let id = i["id"].as_str().unwrap().to_owned();
+    let (_, secret) = t.api_key(&id).await;
+    (id, secret)
 }
 
 /// Runs one SQL statement on the test server's database, outside Steward.
@@ -1075,4 +1155,194 @@ async fn audit_page_reports_a_tampered_record() {
     assert!(p.body.contains("Verification FAILED"), "{}", p.body);
     assert!(p.body.contains("record 3 was modified"));
     assert!(p.body.contains("(first bad record: 3)"));
+}
+
+/// The value of the first `attr="…"` in `body` that starts with `prefix`.
+fn attr_starting(body: &str, attr: &str, prefix: &str) -> String {
+    let needle = format!("{attr}=\"{prefix}");
+    let start = body
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {needle} in {body}"))
+        + attr.len()
+        + 2;
+    body[start..start + body[start..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
+    let t = TestServer::start_with(|c| c.registry.max_key_age_days = 365).await;
+    let owner = t.create_owner("team-billing").await;
+    let app = t
+        .create_identity(
+            &owner,
+            "billing-sync",
+            json!({"expires_at": t.in_days(300)}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, secret) = t.api_key(&app).await;
+    // Ninety-one days on, the identity has used payments:read only: right-sizing is suggested.
+    t.clock.advance(time::Duration::days(91));
+    for _ in 0..3 {
+        let (s, v, _) = t.token_basic(&app, &secret, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    steward_server::jobs::flush_usage(&t.server.state).await;
+    let mut c = ConsoleClient::new(&t);
+    c.sign_in().await;
+
+    // Access review: the item shows granted vs unused scopes; a decision needs a justification.
+    let (s, v) = t
+        .api(
+            Method::POST,
+            "/v1/reviews",
+            Some(json!({"name": "billing q4", "owner": owner, "deadline": t.in_days(7)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let review = v["id"].as_str().unwrap().to_owned();
+    let p = c.get("/ui/reviews").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("billing q4") && p.body.contains("0 / 1"));
+    assert!(p.body.contains("<li>payments:write</li>"), "{}", p.body);
+    assert!(p.body.contains(r#"name="decision" value="reduce""#));
+    let action = attr_starting(&p.body, "action", &format!("/ui/reviews/{review}/items/"));
+    let csrf = p.csrf();
+    let bad = c
+        .post(&action, &[("csrf", &csrf), ("decision", "keep"), ("justification", " ")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("justification"), "{}", bad.body);
+    let (_, r) = t.api(Method::GET, &format!("/v1/reviews/{review}"), None).await;
+    assert_eq!(r["review"]["items_decided"], 0, "a refused decision changes nothing");
+    let ok = c
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("decision", "keep"),
+                ("justification", "billing needs both until the Q1 split"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
+    assert_eq!(ok.location(), format!("/ui/reviews?review={review}&done=keep"));
+    let p = c.get(ok.location()).await;
+    assert!(p.body.contains(r#"id="done""#) && p.body.contains(r#"id="all-decided""#));
+    let (_, r) = t.api(Method::GET, &format!("/v1/reviews/{review}"), None).await;
+    assert_eq!(r["review"]["items_decided"], 1);
+    assert_eq!(r["items"][0]["decision"], "keep");
+    let ev = t.audit("action=review.decide").await;
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["actor"], t.admin_id.as_str());
+
+    // Right-sizing from the identity page: the scopes shrink to the one used.
+    let p = c.get(&format!("/ui/identities/{app}")).await;
+    assert!(p.body.contains(r#"id="right-size""#), "{}", p.body);
+    assert!(p.body.contains(r#"id="suggested-scopes">payments:read<"#));
+    let rs = c
+        .post(&format!("/ui/identities/{app}/right-size"), &[("csrf", &p.csrf())])
+        .await;
+    assert_eq!(rs.status, StatusCode::SEE_OTHER, "{}", rs.body);
+    let p = c.get(rs.location()).await;
+    assert!(p.body.contains("Right-sized") && p.body.contains(r#"id="no-right-size""#));
+    let (_, i) = t.api(Method::GET, &format!("/v1/identities/{app}"), None).await;
+    assert_eq!(i["scopes"], json!(["payments:read"]));
+    assert_eq!(t.audit("action=identity.update").await.len(), 1);
+    // Nothing left to reduce: a second post is refused, not applied twice.
+    let again = c
+        .post(&format!("/ui/identities/{app}/right-size"), &[("csrf", &p.csrf())])
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+
+    // JIT: the requester sees their own request without an approve button; another operator
+    // approves it, and then revokes it.
+    let (s, g) = t
+        .api(
+            Method::POST,
+            "/v1/jit-requests",
+            Some(json!({"identity_id": app, "scopes": ["payments:refund"], "duration_secs": 600,
+                        "reason": "INC-7: refunds"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{g}");
+    let grant = g["id"].as_str().unwrap().to_owned();
+    let p = c.get("/ui/jit").await;
+    assert!(p.body.contains("INC-7: refunds"));
+    assert!(!p.body.contains(&format!("id=\"approve-{grant}\"")));
+    let (other, other_secret) = second_admin(&t, "second-operator").await;
+    let mut c2 = ConsoleClient::new(&t);
+    c2.sign_in_as(&other, &other_secret).await;
+    let p = c2.get("/ui/jit").await;
+    assert!(p.body.contains(&format!("id=\"approve-{grant}\"")));
+    let a = c2
+        .post(
+            &format!("/ui/jit/{grant}/approve"),
+            &[("csrf", &p.csrf()), ("reason", "on call")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+    let p = c2.get("/ui/jit?done=approve").await;
+    assert!(p.body.contains(r#"id="jit-active""#) && p.body.contains(&format!("revoke-{grant}")));
+    let (_, g) = t.api(Method::GET, &format!("/v1/jit-requests/{grant}"), None).await;
+    assert_eq!(g["status"], "approved");
+    assert_eq!(g["decided_by"], other.as_str());
+    let r = c2
+        .post(&format!("/ui/jit/{grant}/revoke"), &[("csrf", &p.csrf())])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let (_, g) = t.api(Method::GET, &format!("/v1/jit-requests/{grant}"), None).await;
+    assert_eq!(g["status"], "revoked");
+    assert_eq!(
+        c2.post(&format!("/ui/jit/{grant}/bogus"), &[("csrf", &p.csrf())])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Trust policies: the list, and the explain tool on a token that fails one rule condition
+    // and on one that passes. The token is never echoed back.
+    let iss = crate::federation::Issuer::start().await;
+    let (s, pol) = t
+        .api(
+            Method::POST,
+            "/v1/trust-policies",
+            Some(crate::federation::github_policy(&iss, &app)),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{pol}");
+    let policy = pol["id"].as_str().unwrap().to_owned();
+    let p = c.get("/ui/trust-policies").await;
+    assert!(p.body.contains("deploy-app") && p.body.contains(&iss.url));
+    let mut claims = crate::federation::github_claims(&t, &iss.url);
+    claims["ref"] = json!("refs/heads/dev");
+    claims["environment"] = json!("staging");
+    let token = iss.mint("EdDSA", "ed-1", &claims);
+    let e = c
+        .post(
+            "/ui/trust-policies/explain",
+            &[("csrf", &p.csrf()), ("policy", &policy), ("token", &token)],
+        )
+        .await;
+    assert_eq!(e.status, StatusCode::OK, "{}", e.body);
+    assert!(e.body.contains(r#"id="verdict">refused<"#), "{}", e.body);
+    assert!(e.body.contains("refs/heads/dev") && e.body.contains(r#"id="explain-rules""#));
+    assert!(!e.body.contains(&token));
+    let good = iss.mint("EdDSA", "ed-1", &crate::federation::github_claims(&t, &iss.url));
+    let e = c
+        .post(
+            "/ui/trust-policies/explain",
+            &[("csrf", &p.csrf()), ("policy", &policy), ("token", &good)],
+        )
+        .await;
+    assert!(e.body.contains(r#"id="verdict">accepted<"#), "{}", e.body);
+    let none = c
+        .post(
+            "/ui/trust-policies/explain",
+            &[("csrf", &p.csrf()), ("policy", "nope"), ("token", &good)],
+        )
+        .await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
 }

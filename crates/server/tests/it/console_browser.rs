@@ -1,7 +1,6 @@
 //! The console in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven over
 //! WebDriver): sign in, find an identity by search, suspend it (and the API agrees), decide a
-//! review item (skipped, loudly, while the review API is absent), sign out; once more with
-//! JavaScript disabled. A failed step saves a screenshot and the page source and prints where.
+//! review item (and the audit log agrees), sign out; once more with JavaScript disabled. A failed step saves a screenshot and the page source and prints where.
 //!
 //! Skips with a loud message only when the browser is not installed and
 //! `STEWARD_REQUIRE_CHROMIUM` is unset (CI sets it). `STEWARD_CONSOLE_SCREENSHOTS=DIR` saves a
@@ -160,27 +159,26 @@ async fn journey(j: &mut Journey<'_>, target: &str) -> Result<(), String> {
     }
 
     j.at("decide a review item");
-    let (s, _) = j.t.api(Method::GET, "/v1/reviews", None).await;
-    if s == StatusCode::NOT_FOUND {
-        eprintln!(
-            "\n*** console e2e: SKIPPED step 'decide a review item': this build has no review API \
-             (GET /v1/reviews answers 404). The access-review page shows a placeholder; the step \
-             runs once the review routes exist. ***\n"
-        );
-        j.b.click(&j.b.find("nav a[href='/ui/reviews']").await?)
-            .await?;
-        j.b.wait_for_url("the reviews page", |u| u.ends_with("/ui/reviews"))
-            .await?;
-        j.b.find("#unavailable").await?;
-        j.shot("reviews-placeholder").await;
-    } else {
-        // Contract for the review page: each open item has a form with a button named
-        // `decision`, and deciding redirects back with a `#done` notice.
-        j.goto("/ui/reviews").await?;
-        let button = j.b.find("form button[name='decision']").await?;
-        j.b.click(&button).await?;
-        j.b.find("#done").await?;
-        j.shot("review-decided").await;
+    // The campaign (made at set-up) holds one item: ledger-export. Keep it, with a reason.
+    j.b.click(&j.b.find("nav a[href='/ui/reviews']").await?)
+        .await?;
+    j.b.wait_for_url("the reviews page", |u| u.ends_with("/ui/reviews"))
+        .await?;
+    let why = j.b.find("form.decision input[name='justification']").await?;
+    j.b.type_into(&why, "exports are still audited monthly").await?;
+    j.b.click(
+        &j.b.find("form.decision button[name='decision'][value='keep']")
+            .await?,
+    )
+    .await?;
+    j.b.wait_for_url("the decided review", |u| u.contains("done=keep"))
+        .await?;
+    j.b.find("#done").await?;
+    j.b.find("#all-decided").await?;
+    j.shot("review-decided").await;
+    let ev = j.t.audit("action=review.decide").await;
+    if ev.len() != 1 || ev[0]["actor"] != j.t.admin_id.as_str() {
+        return Err(format!("review decision audit: {ev:?}"));
     }
 
     j.at("sign out: the session ends on the server");
@@ -270,19 +268,30 @@ async fn chromium_signs_in_searches_suspends_and_signs_out() {
     };
     let t = TestServer::start().await;
     let owner = t.create_owner("team-payments").await;
+    let ledger = t.create_owner("team-ledger").await;
     let mut target = String::new();
-    for (name, purpose) in [
-        ("payments-api", "charges cards for checkout"),
-        ("payments-worker", "settles payments overnight"),
-        ("ledger-export", "exports the ledger"),
+    for (owner, name, purpose) in [
+        (&owner, "payments-api", "charges cards for checkout"),
+        (&owner, "payments-worker", "settles payments overnight"),
+        (&ledger, "ledger-export", "exports the ledger"),
     ] {
         let v = t
-            .create_identity(&owner, name, json!({ "purpose": purpose }))
+            .create_identity(owner, name, json!({ "purpose": purpose }))
             .await;
         if name == "payments-api" {
             target = v["id"].as_str().unwrap().to_owned();
         }
     }
+    // An access review of the ledger team's one identity, decided in the browser.
+    let (s, v) = t
+        .api(
+            Method::POST,
+            "/v1/reviews",
+            Some(json!({"name": "ledger q4", "owner": ledger, "deadline": t.in_days(7)})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["items_total"], 1);
     let driver = Driver::start(&chromedriver)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

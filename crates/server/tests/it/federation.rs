@@ -264,7 +264,7 @@ async fn create_policy(t: &TestServer, body: Value) -> Value {
     v
 }
 
-fn github_policy(issuer: &Issuer, identity: &str) -> Value {
+pub fn github_policy(issuer: &Issuer, identity: &str) -> Value {
     json!({
         "name": "deploy-app", "preset": "github_actions",
         "issuer": issuer.url, "jwks_uri": issuer.jwks_uri(), "audiences": [AUD],

@@ -7,7 +7,7 @@ use serde_json::json;
 use steward_core::{AuditEvent, IdentityKind, IdentityStatus, Outcome};
 use steward_store::{
     AuditQuery, Change, ConsoleSession, FindingRecord, FindingStat, FindingStatus, IdentityQuery,
-    IdentitySearch, IdentityStat, Mutation, Store, StoreError,
+    IdentitySearch, IdentityStat, Mutation, RiskRecord, Store, StoreError,
 };
 use uuid::Uuid;
 
@@ -366,6 +366,7 @@ pub async fn console_name_prefix_search(store: Arc<dyn Store>) {
                 ..all(T0)
             },
             name_prefix: Some(prefix.to_owned()),
+            risk: None,
         };
         async move {
             let mut out = Vec::new();
@@ -403,10 +404,59 @@ pub async fn console_name_prefix_search(store: Arc<dyn Store>) {
         .search_identities(&IdentitySearch {
             filter: all(T0),
             name_prefix: None,
+            risk: None,
         })
         .await
         .unwrap();
     assert_eq!(plain, store.list_identities(&all(T0)).await.unwrap());
+}
+
+pub async fn console_risk_band_filter(store: Arc<dyn Store>) {
+    let o = owner("team");
+    let mut change = Change::new().with(Mutation::InsertOwner(o.clone()));
+    let mut ids = vec![];
+    for n in ["unscored", "zero", "nine", "ten", "sixty", "hundred"] {
+        let i = identity(&o, n, "prod");
+        ids.push(i.id);
+        change = change.with(Mutation::InsertIdentity(i));
+    }
+    for (id, score) in ids[1..].iter().zip([0u8, 9, 10, 60, 100]) {
+        change = change.with(Mutation::PutIdentityRisk(RiskRecord {
+            identity_id: *id,
+            score,
+            factors: vec![],
+            computed_at: T0,
+        }));
+    }
+    commit(&store, change).await;
+    let names = |risk: (u8, u8)| {
+        let store = store.clone();
+        async move {
+            let page = store
+                .search_identities(&IdentitySearch {
+                    filter: all(T0),
+                    name_prefix: None,
+                    risk: Some(risk),
+                })
+                .await
+                .unwrap();
+            page.items.into_iter().map(|i| i.name).collect::<Vec<_>>()
+        }
+    };
+    // Identities never scored count as 0, so they are in the lowest band.
+    assert_eq!(names((0, 9)).await, ["unscored", "zero", "nine"]);
+    assert_eq!(names((10, 29)).await, ["ten"]);
+    assert_eq!(names((60, 100)).await, ["sixty", "hundred"]);
+    assert!(names((30, 59)).await.is_empty());
+    // The band combines with the other filters.
+    let q = IdentitySearch {
+        filter: all(T0),
+        name_prefix: Some("s".into()),
+        risk: Some((60, 100)),
+    };
+    let page = store.search_identities(&q).await.unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, "sixty");
 }
 
 pub async fn console_audit_newest_first_and_counts(store: Arc<dyn Store>) {

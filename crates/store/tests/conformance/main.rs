@@ -65,6 +65,7 @@ conformance! {
         console::console_sessions_lifecycle,
         console::console_identity_and_finding_stats,
         console::console_name_prefix_search,
+        console::console_risk_band_filter,
         console::console_audit_newest_first_and_counts,
         leases::lease_contention_has_one_winner,
         leases::lease_expires_and_is_taken_over_with_a_new_epoch,

@@ -1,5 +1,5 @@
 //! Findings by type: counts per type and status, a filtered listing with each finding's OWASP NHI
-//! and NIST CSF mapping, and the accept-with-expiry form once the service can accept a finding.
+//! and NIST CSF mapping, the accept-with-expiry form, and risk acceptances awaiting a second person.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use steward_store::{FindingQuery, FindingStatus};
+use steward_core::lifecycle::ExceptionRequestStatus;
+use steward_store::{ExceptionRequestQuery, FindingQuery, FindingStatus};
 use uuid::Uuid;
 
 use super::overview::OWASP_NHI;
@@ -20,23 +21,60 @@ use crate::state::AppState;
 
 pub const PAGE: u32 = 50;
 
-/// Whether this server can accept a finding as a time-bound risk (the exceptions work of the
-/// governance branch). When it can, [`accept_finding`] calls it and the form appears.
-pub fn accept_available(_app: &AppState) -> bool {
-    false
+/// Whether finding `kind` can be accepted as a time-bound risk: an exception (two-person, with
+/// an expiry) waives it for one identity.
+pub fn acceptable(kind: &str) -> bool {
+    steward_core::lifecycle::exception::is_waivable_finding_type(kind)
 }
 
-/// Accepts finding `id` as a risk until `until` — the one hook to wire to the governance service.
+/// Asks to accept finding `f` until `until`: a pending exception request for the finding's type
+/// and identity, which another operator approves (below, or with `POST /v1/exceptions/{id}/approve`).
 pub async fn accept_finding(
-    _app: &AppState,
-    _ctx: &Ctx,
-    _id: Uuid,
-    _until: time::OffsetDateTime,
-    _reason: &str,
+    app: &AppState,
+    ctx: &Ctx,
+    id: Uuid,
+    until: time::OffsetDateTime,
+    reason: &str,
 ) -> Result<(), ServiceError> {
-    Err(ServiceError::invalid(
-        "accepting findings is not available on this server yet",
-    ))
+    let f = app
+        .store
+        .get_finding(id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found(format!("finding {id}")))?;
+    let Some(identity_id) = f.identity_id else {
+        return Err(ServiceError::invalid(
+            "this finding is not about one identity; it cannot be accepted",
+        ));
+    };
+    if f.status != FindingStatus::Open || !acceptable(&f.kind) {
+        return Err(ServiceError::invalid(
+            "only an open finding of a waivable type can be accepted",
+        ));
+    }
+    app.request_exception(
+        ctx,
+        steward_proto::authz::CreateException {
+            identity_id,
+            guard_rail: f.kind.clone(),
+            requested_by: None,
+            reason: reason.to_owned(),
+            expires_at: until,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// A request to accept a risk, waiting for a second operator.
+pub struct PendingRow {
+    pub id: String,
+    pub identity_id: String,
+    pub identity: String,
+    pub target: String,
+    pub reason: String,
+    pub requested_by: String,
+    pub until: String,
+    pub own_request: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +84,7 @@ pub struct FindingParams {
     pub kind: String,
     pub status: String,
     pub cursor: String,
+    pub done: String,
 }
 
 pub struct TypeCount {
@@ -83,8 +122,9 @@ struct FindingsPage {
     rows: Vec<Row>,
     next_href: Option<String>,
     first_href: Option<String>,
-    accept_available: bool,
     default_until: String,
+    pending: Vec<PendingRow>,
+    done: Option<&'static str>,
 }
 
 /// `GET /ui/findings`.
@@ -154,7 +194,34 @@ pub async fn page(
             names.insert(i, name);
         }
     }
-    let accept = accept_available(app);
+    let mut pending = vec![];
+    for r in app
+        .list_exception_requests(&ExceptionRequestQuery {
+            status: Some(ExceptionRequestStatus::Pending),
+            limit: PAGE,
+            ..Default::default()
+        })
+        .await?
+        .items
+    {
+        if let std::collections::hash_map::Entry::Vacant(e) = names.entry(r.identity_id) {
+            let name = match app.identity(r.identity_id).await {
+                Ok(Some(ident)) => ident.name.clone(),
+                _ => r.identity_id.to_string(),
+            };
+            e.insert(name);
+        }
+        pending.push(PendingRow {
+            id: r.id.to_string(),
+            identity_id: r.identity_id.to_string(),
+            identity: names.get(&r.identity_id).cloned().unwrap_or_default(),
+            target: r.target.clone(),
+            reason: crate::console::view::clip(&r.reason, 300),
+            own_request: r.requested_by == op.ctx.actor,
+            requested_by: r.requested_by,
+            until: when(r.expires_at),
+        });
+    }
     let rows = page
         .items
         .iter()
@@ -178,7 +245,9 @@ pub async fn page(
             first_seen: when(f.first_seen),
             last_seen: relative(now, f.last_seen),
             evidence: crate::console::view::clip(&f.evidence.to_string(), 300),
-            acceptable: accept && f.status == FindingStatus::Open,
+            acceptable: f.status == FindingStatus::Open
+                && f.identity_id.is_some()
+                && acceptable(&f.kind),
         })
         .collect();
     let base = [("type", p.kind.as_str()), ("status", status_s)];
@@ -196,7 +265,15 @@ pub async fn page(
         rows,
         next_href,
         first_href,
-        accept_available: accept,
+        pending,
+        done: match p.done.as_str() {
+            "requested" => Some(
+                "Requested: the risk is accepted once another operator approves (below).",
+            ),
+            "approve" => Some("Approved: the finding is accepted until the date given."),
+            "deny" => Some("Denied: the finding stays open."),
+            _ => None,
+        },
         default_until: (now + time::Duration::days(30)).date().to_string(),
     };
     Ok(render(&page))
@@ -226,12 +303,6 @@ pub async fn accept(
     .await?;
     let id = Uuid::parse_str(&id)
         .map_err(|_| ConsoleError::new(StatusCode::NOT_FOUND, "finding not found"))?;
-    if !accept_available(&c.app) {
-        return Err(ConsoleError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "Accepting findings is not available on this server yet.",
-        ));
-    }
     let date = time::Date::parse(
         form.until.trim(),
         &time::macros::format_description!("[year]-[month]-[day]"),
@@ -248,5 +319,39 @@ pub async fn accept(
         ));
     }
     accept_finding(&c.app, &op.ctx, id, until, reason).await?;
-    Ok(axum::response::Redirect::to("/ui/findings?status=open").into_response())
+    Ok(axum::response::Redirect::to("/ui/findings?status=open&done=requested").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ExceptionDecisionForm {
+    pub csrf: Option<String>,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /ui/exceptions/{id}/{approve|deny}`: the second person's decision on a risk acceptance.
+pub async fn decide_exception(
+    State(c): State<Console>,
+    op: Operator,
+    Path((id, action)): Path<(String, String)>,
+    ConsoleForm(form): ConsoleForm<ExceptionDecisionForm>,
+) -> Result<Response, ConsoleError> {
+    op.check_csrf(
+        &c,
+        &format!("/ui/exceptions/{id}/{action}"),
+        form.csrf.as_deref(),
+    )
+    .await?;
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ConsoleError::new(StatusCode::NOT_FOUND, "exception request not found"))?;
+    let approve = match action.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => return Err(ConsoleError::new(StatusCode::NOT_FOUND, "unknown decision")),
+    };
+    let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
+    c.app
+        .decide_exception(&op.ctx, id, approve, reason)
+        .await?;
+    Ok(axum::response::Redirect::to(&format!("/ui/findings?done={action}")).into_response())
 }

@@ -1,6 +1,6 @@
-//! Identity detail: owner, purpose, expiry, credentials with age and last use, scopes granted (and,
-//! once usage is recorded, used), findings and recent audit records; lifecycle actions and key
-//! rotation through the same service methods as the admin API, audited with the operator as actor.
+//! Identity detail: owner, purpose, expiry, credentials with age and last use, scopes granted vs
+//! used, findings and recent audit records; lifecycle actions, right-sizing and key rotation
+//! through the same service methods as the admin API, audited with the operator as actor.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -21,20 +21,49 @@ pub const RECENT_AUDIT: u32 = 20;
 /// Findings shown on the page.
 pub const FINDINGS: u32 = 50;
 
-/// How an identity's granted scopes were used over a recent window.
+/// How an identity's granted scopes were used over a recent window, and what right-sizing would
+/// leave it with.
 pub struct ScopeUsage {
     pub window_days: u32,
     /// Every granted scope with the number of tokens that carried it in the window.
     pub uses: Vec<(String, u64)>,
+    /// `sufficient`, `too_young` or `no_use` (see the entitlements API).
+    pub evidence: String,
+    /// The scopes the identity would keep; empty when no reduction is suggested.
+    pub suggested: Vec<String>,
+    pub notes: Vec<String>,
 }
 
-/// Scopes granted versus used — the one function to fill when usage and entitlements are recorded
-/// (the governance work). Until then there is no usage data and the page says so.
-pub async fn scope_usage(
-    _app: &AppState,
-    _identity: &Identity,
-) -> Result<Option<ScopeUsage>, ServiceError> {
-    Ok(None)
+/// Scopes granted versus used over the review window, from the per-scope daily usage the token
+/// path records (the same analysis as `GET /v1/identities/{id}/entitlements`).
+pub async fn scope_usage(app: &AppState, identity: &Identity) -> Result<ScopeUsage, ServiceError> {
+    let days = app.config.lifecycle.usage_window_days;
+    let e = app.entitlements(identity.id, days).await?;
+    let uses = e
+        .scopes
+        .granted
+        .iter()
+        .map(|g| {
+            let n = e
+                .scopes
+                .used
+                .iter()
+                .find(|u| &u.name == g)
+                .map_or(0, |u| u.uses);
+            (g.clone(), n)
+        })
+        .collect();
+    Ok(ScopeUsage {
+        window_days: days,
+        uses,
+        evidence: e.evidence.clone(),
+        suggested: if e.reduction_suggested && e.scopes.suggested != e.scopes.granted {
+            e.scopes.suggested.clone()
+        } else {
+            vec![]
+        },
+        notes: e.notes.clone(),
+    })
 }
 
 fn parse_id(s: &str, what: &str) -> Result<Uuid, ConsoleError> {
@@ -136,8 +165,9 @@ struct IdentityPage {
     scopes: Vec<String>,
     default_scopes: Vec<String>,
     audiences: Vec<String>,
-    usage: Option<ScopeUsage>,
+    usage: ScopeUsage,
     usage_chart: String,
+    right_sizable: bool,
     actions: Vec<Action>,
     creds: Vec<CredRow>,
     findings: Vec<FindingRow>,
@@ -160,6 +190,7 @@ fn done_message(done: &str) -> Option<&'static str> {
         }
         "resume" => "The identity was resumed.",
         "retire" => "The identity was retired: its credentials and tokens are revoked.",
+        "right-size" => "Right-sized: the identity keeps only the scopes it used.",
         _ => return None,
     })
 }
@@ -197,16 +228,11 @@ pub async fn page(
         )
         .await?;
     let usage = scope_usage(app, &i).await?;
-    let usage_chart = usage
-        .as_ref()
-        .map(|u| {
-            svg::bar_chart(
-                "scope-usage",
-                &format!("Tokens per granted scope, last {} days", u.window_days),
-                &u.uses,
-            )
-        })
-        .unwrap_or_default();
+    let usage_chart = svg::bar_chart(
+        "scope-usage",
+        &format!("Tokens per granted scope, last {} days", usage.window_days),
+        &usage.uses,
+    );
     let status = i.effective_status(now);
     let view = app.identity_view(&i);
     let page = IdentityPage {
@@ -245,6 +271,7 @@ pub async fn page(
         scopes: i.scopes.clone(),
         default_scopes: i.default_scopes.clone(),
         audiences: i.audiences.clone(),
+        right_sizable: !usage.suggested.is_empty() && status != IdentityStatus::Retired,
         usage,
         usage_chart,
         actions: actions_for(status),
@@ -340,6 +367,47 @@ pub async fn lifecycle(
         .transition_identity(&op.ctx, id, action, reason)
         .await?;
     Ok(Redirect::to(&format!("/ui/identities/{id}?done={}", action.as_str())).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RightSizeForm {
+    pub csrf: Option<String>,
+}
+
+/// `POST /ui/identities/{id}/right-size`: applies the entitlements suggestion as it stands now
+/// (recomputed here, never taken from the form) through the same update as `PATCH`.
+pub async fn right_size(
+    State(c): State<Console>,
+    op: Operator,
+    Path(id): Path<String>,
+    ConsoleForm(form): ConsoleForm<RightSizeForm>,
+) -> Result<Response, ConsoleError> {
+    op.check_csrf(
+        &c,
+        &format!("/ui/identities/{id}/right-size"),
+        form.csrf.as_deref(),
+    )
+    .await?;
+    let id = parse_id(&id, "identity")?;
+    let e = c
+        .app
+        .entitlements(id, c.app.config.lifecycle.usage_window_days)
+        .await?;
+    if !e.reduction_suggested {
+        return Err(ConsoleError::bad_request(
+            "no reduction is suggested for this identity (not enough evidence, or every scope is used)",
+        ));
+    }
+    let mut patch = steward_proto::UpdateIdentity::default();
+    if e.scopes.suggested != e.scopes.granted {
+        patch.scopes = Some(e.scopes.suggested.clone());
+        patch.default_scopes = Some(e.suggested_default_scopes.clone());
+    }
+    if e.audiences.suggested != e.audiences.granted {
+        patch.audiences = Some(e.audiences.suggested.clone());
+    }
+    c.app.update_identity(&op.ctx, id, patch).await?;
+    Ok(Redirect::to(&format!("/ui/identities/{id}?done=right-size")).into_response())
 }
 
 #[derive(Deserialize)]

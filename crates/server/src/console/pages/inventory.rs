@@ -1,32 +1,24 @@
-//! The inventory: every identity, filtered by kind, environment, owner and status (and risk once
-//! identities carry a risk score), searched by name prefix (on an index) or by substring of name or
-//! purpose, in pages walked by cursor — fast for 100,000 identities.
+//! The inventory: every identity with its risk score, filtered by kind, environment, owner, status
+//! and risk band, searched by name prefix (on an index) or by substring of name or purpose, in
+//! pages walked by cursor — fast for 100,000 identities.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use steward_core::risk::{RISK_BANDS, band, band_range};
 use steward_core::{IdentityKind, IdentityStatus};
-use steward_store::{IdentityQuery, IdentitySearch};
+use steward_store::{IdRange, IdentityQuery, IdentitySearch};
 use uuid::Uuid;
 
 use crate::console::session::Operator;
 use crate::console::view::{Chrome, query, relative, when};
 use crate::console::{Console, ConsoleError, ConsoleQuery, render};
-use crate::state::AppState;
 
 /// Rows per page unless the query asks otherwise (at most [`MAX_PAGE`]).
 pub const PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
-
-/// Risk bands offered by the risk filter.
-pub const RISK_BANDS: [&str; 4] = ["critical", "high", "medium", "low"];
-
-/// Whether identities carry a risk score this server can filter on. The risk score arrives with
-/// the governance work: then this returns true, [`IdentitySearch`] gains the band, and the
-/// filter appears (the form, the parameter and the pagination links already carry it).
-pub fn risk_filter_available(_app: &AppState) -> bool {
-    false
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -71,6 +63,8 @@ pub struct Row {
     pub status: &'static str,
     pub expires: String,
     pub expires_in: String,
+    pub risk: u8,
+    pub risk_band: &'static str,
 }
 
 #[derive(askama::Template)]
@@ -83,7 +77,6 @@ struct InventoryPage {
     environments: Vec<Choice>,
     owners: Vec<Choice>,
     statuses: Vec<Choice>,
-    risk_available: bool,
     risks: Vec<Choice>,
     rows: Vec<Row>,
     next_href: Option<String>,
@@ -136,17 +129,14 @@ pub async fn page(
         "" => None,
         cur => Some(Uuid::parse_str(cur).map_err(|_| ConsoleError::bad_request("invalid cursor"))?),
     };
-    let risk_available = risk_filter_available(app);
-    if !p.risk.is_empty() {
-        if !risk_available {
-            return Err(ConsoleError::bad_request(
-                "the risk filter is not available on this server yet: identities carry no risk score",
-            ));
-        }
-        if !RISK_BANDS.contains(&p.risk.as_str()) {
-            return Err(ConsoleError::bad_request("unknown risk band"));
-        }
-    }
+    let risk = match p.risk.as_str() {
+        "" => None,
+        r => Some(
+            band_range(r).ok_or_else(|| {
+                ConsoleError::bad_request("risk must be critical, high, medium or low")
+            })?,
+        ),
+    };
     let limit = p.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let environment = (!p.environment.is_empty()).then(|| p.environment.clone());
     let search = IdentitySearch {
@@ -163,8 +153,23 @@ pub async fn page(
             now: app.now(),
         },
         name_prefix: (!contains && !q.is_empty()).then(|| q.to_ascii_lowercase()),
+        risk,
     };
     let page = app.store.search_identities(&search).await?;
+    // One range read for the page's scores (ids are in order).
+    let scores: HashMap<Uuid, u8> = match (page.items.first(), page.items.last()) {
+        (Some(first), Some(last)) => app
+            .store
+            .identity_risks_between(IdRange {
+                first: first.id,
+                last: last.id,
+            })
+            .await?
+            .into_iter()
+            .map(|r| (r.identity_id, r.score))
+            .collect(),
+        _ => HashMap::new(),
+    };
     let owner_ids: Vec<Uuid> = page.items.iter().map(|i| i.owner_id).collect();
     let names = c.owners.names(app, &owner_ids).await;
     let now = app.now();
@@ -184,6 +189,8 @@ pub async fn page(
             status: i.effective_status(now).as_str(),
             expires: when(i.expires_at),
             expires_in: relative(now, i.expires_at),
+            risk: scores.get(&i.id).copied().unwrap_or(0),
+            risk_band: band(scores.get(&i.id).copied().unwrap_or(0)),
         })
         .collect();
 
@@ -259,11 +266,12 @@ pub async fn page(
         .into_iter(),
         &p.status,
     );
-    let risks = choices(RISK_BANDS.iter().map(|r| (*r, *r)), &p.risk);
+    let risks = choices(RISK_BANDS.iter().map(|(r, _, _)| (*r, *r)), &p.risk);
     let filtered = !q.is_empty()
         || kind.is_some()
         || status.is_some()
         || owner.is_some()
+        || risk.is_some()
         || !p.environment.is_empty();
     let page = InventoryPage {
         chrome: Chrome::new("Inventory", "inventory", &op),
@@ -273,7 +281,6 @@ pub async fn page(
         environments,
         owners,
         statuses,
-        risk_available,
         risks,
         rows,
         next_href,

@@ -3,7 +3,9 @@
 
 pub mod audit;
 pub mod findings;
-pub mod governance;
 pub mod identity;
 pub mod inventory;
+pub mod jit;
 pub mod overview;
+pub mod reviews;
+pub mod trust;
