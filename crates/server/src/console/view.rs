@@ -245,3 +245,22 @@ mod tests {
         assert_eq!(clip("abc", 3), "abc");
     }
 }
+
+/// Display names of identities, each looked up once per page (the registry cache answers most).
+#[derive(Default)]
+pub struct IdentityNames(HashMap<Uuid, String>);
+
+impl IdentityNames {
+    /// The name of `id`, or the id itself when it is gone.
+    pub async fn get(&mut self, app: &AppState, id: Uuid) -> String {
+        if let Some(n) = self.0.get(&id) {
+            return n.clone();
+        }
+        let name = match app.identity(id).await {
+            Ok(Some(i)) => i.name.clone(),
+            _ => id.to_string(),
+        };
+        self.0.insert(id, name.clone());
+        name
+    }
+}

@@ -788,12 +788,20 @@ async fn inventory_searches_filters_and_pages() {
     );
     let risk = c.get("/ui/identities?risk=extreme").await;
     assert_eq!(risk.status, StatusCode::BAD_REQUEST);
-    assert!(risk.body.contains("risk must be critical, high, medium or low"));
+    assert!(
+        risk.body
+            .contains("risk must be critical, high, medium or low")
+    );
     // The risk filter: nothing is scored yet, so every identity is in the lowest band.
     assert!(all.body.contains(r#"id="risk""#));
     let high = c.get("/ui/identities?risk=high").await;
     assert_eq!(high.status, StatusCode::OK);
-    assert_eq!(high.body.matches("/ui/identities/0").count(), 0, "{}", high.body);
+    assert_eq!(
+        high.body.matches("/ui/identities/0").count(),
+        0,
+        "{}",
+        high.body
+    );
     let low = c.get("/ui/identities?risk=low&q=payments").await;
     assert!(low.body.contains("payments-api") && low.body.contains(r#"title="risk band low">0<"#));
 }
@@ -1012,7 +1020,9 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
         .await;
     assert_eq!(far.status, StatusCode::BAD_REQUEST);
     assert!(far.body.contains("at most 90 days"), "{}", far.body);
-    let until = (t.clock_now() + time::Duration::days(30)).date().to_string();
+    let until = (t.clock_now() + time::Duration::days(30))
+        .date()
+        .to_string();
     let a = c
         .post(
             &format!("/ui/findings/{dormant}/accept"),
@@ -1029,13 +1039,21 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
     assert!(f.body.contains(r#"id="done""#));
     assert!(f.body.contains(r#"id="pending-exceptions""#));
     // The requester cannot approve their own request: no button, and a forged post is refused.
-    assert!(f.body.contains("Your request: another operator approves it."));
-    let (s, pending) = t.api(Method::GET, "/v1/exceptions?status=pending", None).await;
+    assert!(
+        f.body
+            .contains("Your request: another operator approves it.")
+    );
+    let (s, pending) = t
+        .api(Method::GET, "/v1/exceptions?status=pending", None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{pending}");
     let req = pending["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(pending["items"][0]["guard_rail"], "dormant");
     let own = c
-        .post(&format!("/ui/exceptions/{req}/approve"), &[("csrf", &f.csrf())])
+        .post(
+            &format!("/ui/exceptions/{req}/approve"),
+            &[("csrf", &f.csrf())],
+        )
         .await;
     assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
     // A second operator approves: the exception is active until the date given.
@@ -1045,7 +1063,10 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
     let f2 = c2.get("/ui/findings").await;
     assert!(f2.body.contains(&format!("id=\"approve-{req}\"")));
     let ok = c2
-        .post(&format!("/ui/exceptions/{req}/approve"), &[("csrf", &f2.csrf())])
+        .post(
+            &format!("/ui/exceptions/{req}/approve"),
+            &[("csrf", &f2.csrf())],
+        )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
     // The refused self-approval is on record, and so is the approval.
@@ -1065,7 +1086,12 @@ async fn overview_and_findings_show_counts_charts_and_owasp_ids() {
         "{active}"
     );
     // Every finding type is waivable, so the form is offered on each open finding of an identity.
-    assert!(c.get("/ui/findings?status=open").await.body.contains("/accept\""));
+    assert!(
+        c.get("/ui/findings?status=open")
+            .await
+            .body
+            .contains("/accept\"")
+    );
 }
 
 /// A second identity allowed to sign in to the console: (identity id, API key).
@@ -1211,12 +1237,24 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
     let action = attr_starting(&p.body, "action", &format!("/ui/reviews/{review}/items/"));
     let csrf = p.csrf();
     let bad = c
-        .post(&action, &[("csrf", &csrf), ("decision", "keep"), ("justification", " ")])
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("decision", "keep"),
+                ("justification", " "),
+            ],
+        )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("justification"), "{}", bad.body);
-    let (_, r) = t.api(Method::GET, &format!("/v1/reviews/{review}"), None).await;
-    assert_eq!(r["review"]["items_decided"], 0, "a refused decision changes nothing");
+    let (_, r) = t
+        .api(Method::GET, &format!("/v1/reviews/{review}"), None)
+        .await;
+    assert_eq!(
+        r["review"]["items_decided"], 0,
+        "a refused decision changes nothing"
+    );
     let ok = c
         .post(
             &action,
@@ -1228,10 +1266,15 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
         )
         .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.body);
-    assert_eq!(ok.location(), format!("/ui/reviews?review={review}&done=keep"));
+    assert_eq!(
+        ok.location(),
+        format!("/ui/reviews?review={review}&done=keep")
+    );
     let p = c.get(ok.location()).await;
     assert!(p.body.contains(r#"id="done""#) && p.body.contains(r#"id="all-decided""#));
-    let (_, r) = t.api(Method::GET, &format!("/v1/reviews/{review}"), None).await;
+    let (_, r) = t
+        .api(Method::GET, &format!("/v1/reviews/{review}"), None)
+        .await;
     assert_eq!(r["review"]["items_decided"], 1);
     assert_eq!(r["items"][0]["decision"], "keep");
     let ev = t.audit("action=review.decide").await;
@@ -1243,17 +1286,25 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
     assert!(p.body.contains(r#"id="right-size""#), "{}", p.body);
     assert!(p.body.contains(r#"id="suggested-scopes">payments:read<"#));
     let rs = c
-        .post(&format!("/ui/identities/{app}/right-size"), &[("csrf", &p.csrf())])
+        .post(
+            &format!("/ui/identities/{app}/right-size"),
+            &[("csrf", &p.csrf())],
+        )
         .await;
     assert_eq!(rs.status, StatusCode::SEE_OTHER, "{}", rs.body);
     let p = c.get(rs.location()).await;
     assert!(p.body.contains("Right-sized") && p.body.contains(r#"id="no-right-size""#));
-    let (_, i) = t.api(Method::GET, &format!("/v1/identities/{app}"), None).await;
+    let (_, i) = t
+        .api(Method::GET, &format!("/v1/identities/{app}"), None)
+        .await;
     assert_eq!(i["scopes"], json!(["payments:read"]));
     assert_eq!(t.audit("action=identity.update").await.len(), 1);
     // Nothing left to reduce: a second post is refused, not applied twice.
     let again = c
-        .post(&format!("/ui/identities/{app}/right-size"), &[("csrf", &p.csrf())])
+        .post(
+            &format!("/ui/identities/{app}/right-size"),
+            &[("csrf", &p.csrf())],
+        )
         .await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
 
@@ -1263,8 +1314,10 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
         .api(
             Method::POST,
             "/v1/jit-requests",
-            Some(json!({"identity_id": app, "scopes": ["payments:refund"], "duration_secs": 600,
-                        "reason": "INC-7: refunds"})),
+            Some(
+                json!({"identity_id": app, "scopes": ["payments:refund"], "duration_secs": 600,
+                        "reason": "INC-7: refunds"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{g}");
@@ -1286,14 +1339,18 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     let p = c2.get("/ui/jit?done=approve").await;
     assert!(p.body.contains(r#"id="jit-active""#) && p.body.contains(&format!("revoke-{grant}")));
-    let (_, g) = t.api(Method::GET, &format!("/v1/jit-requests/{grant}"), None).await;
+    let (_, g) = t
+        .api(Method::GET, &format!("/v1/jit-requests/{grant}"), None)
+        .await;
     assert_eq!(g["status"], "approved");
     assert_eq!(g["decided_by"], other.as_str());
     let r = c2
         .post(&format!("/ui/jit/{grant}/revoke"), &[("csrf", &p.csrf())])
         .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let (_, g) = t.api(Method::GET, &format!("/v1/jit-requests/{grant}"), None).await;
+    let (_, g) = t
+        .api(Method::GET, &format!("/v1/jit-requests/{grant}"), None)
+        .await;
     assert_eq!(g["status"], "revoked");
     assert_eq!(
         c2.post(&format!("/ui/jit/{grant}/bogus"), &[("csrf", &p.csrf())])
@@ -1330,7 +1387,11 @@ async fn reviews_jit_right_sizing_and_trust_explain_from_the_console() {
     assert!(e.body.contains(r#"id="verdict">refused<"#), "{}", e.body);
     assert!(e.body.contains("refs/heads/dev") && e.body.contains(r#"id="explain-rules""#));
     assert!(!e.body.contains(&token));
-    let good = iss.mint("EdDSA", "ed-1", &crate::federation::github_claims(&t, &iss.url));
+    let good = iss.mint(
+        "EdDSA",
+        "ed-1",
+        &crate::federation::github_claims(&t, &iss.url),
+    );
     let e = c
         .post(
             "/ui/trust-policies/explain",

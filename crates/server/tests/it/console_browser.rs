@@ -164,8 +164,11 @@ async fn journey(j: &mut Journey<'_>, target: &str) -> Result<(), String> {
         .await?;
     j.b.wait_for_url("the reviews page", |u| u.ends_with("/ui/reviews"))
         .await?;
-    let why = j.b.find("form.decision input[name='justification']").await?;
-    j.b.type_into(&why, "exports are still audited monthly").await?;
+    let why =
+        j.b.find("form.decision input[name='justification']")
+            .await?;
+    j.b.type_into(&why, "exports are still audited monthly")
+        .await?;
     j.b.click(
         &j.b.find("form.decision button[name='decision'][value='keep']")
             .await?,

@@ -1,7 +1,7 @@
 //! Findings by type: counts per type and status, a filtered listing with each finding's OWASP NHI
 //! and NIST CSF mapping, the accept-with-expiry form, and risk acceptances awaiting a second person.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::overview::OWASP_NHI;
 use crate::console::session::Operator;
-use crate::console::view::{Chrome, query, relative, when};
+use crate::console::view::{Chrome, IdentityNames, query, relative, when};
 use crate::console::{Console, ConsoleError, ConsoleForm, ConsoleQuery, render};
 use crate::error::ServiceError;
 use crate::service::Ctx;
@@ -182,17 +182,13 @@ pub async fn page(
         })
         .collect();
     let now = app.now();
-    let mut names: HashMap<Uuid, String> = HashMap::new();
+    let mut names = IdentityNames::default();
+    let mut identity_names = Vec::with_capacity(page.items.len());
     for f in &page.items {
-        if let Some(i) = f.identity_id
-            && !names.contains_key(&i)
-        {
-            let name = match app.identity(i).await {
-                Ok(Some(ident)) => ident.name.clone(),
-                _ => i.to_string(),
-            };
-            names.insert(i, name);
-        }
+        identity_names.push(match f.identity_id {
+            Some(i) => names.get(app, i).await,
+            None => String::new(),
+        });
     }
     let mut pending = vec![];
     for r in app
@@ -204,17 +200,10 @@ pub async fn page(
         .await?
         .items
     {
-        if let std::collections::hash_map::Entry::Vacant(e) = names.entry(r.identity_id) {
-            let name = match app.identity(r.identity_id).await {
-                Ok(Some(ident)) => ident.name.clone(),
-                _ => r.identity_id.to_string(),
-            };
-            e.insert(name);
-        }
         pending.push(PendingRow {
             id: r.id.to_string(),
             identity_id: r.identity_id.to_string(),
-            identity: names.get(&r.identity_id).cloned().unwrap_or_default(),
+            identity: names.get(app, r.identity_id).await,
             target: r.target.clone(),
             reason: crate::console::view::clip(&r.reason, 300),
             own_request: r.requested_by == op.ctx.actor,
@@ -225,7 +214,8 @@ pub async fn page(
     let rows = page
         .items
         .iter()
-        .map(|f| Row {
+        .zip(identity_names)
+        .map(|(f, identity)| Row {
             id: f.id.to_string(),
             kind: f.kind.clone(),
             severity: f.severity.clone(),
@@ -238,10 +228,7 @@ pub async fn page(
             nist: f.nist_csf.clone(),
             status: f.status.as_str(),
             identity_id: f.identity_id.map(|i| i.to_string()).unwrap_or_default(),
-            identity: f
-                .identity_id
-                .and_then(|i| names.get(&i).cloned())
-                .unwrap_or_default(),
+            identity,
             first_seen: when(f.first_seen),
             last_seen: relative(now, f.last_seen),
             evidence: crate::console::view::clip(&f.evidence.to_string(), 300),
@@ -267,9 +254,9 @@ pub async fn page(
         first_href,
         pending,
         done: match p.done.as_str() {
-            "requested" => Some(
-                "Requested: the risk is accepted once another operator approves (below).",
-            ),
+            "requested" => {
+                Some("Requested: the risk is accepted once another operator approves (below).")
+            }
             "approve" => Some("Approved: the finding is accepted until the date given."),
             "deny" => Some("Denied: the finding stays open."),
             _ => None,
@@ -350,8 +337,6 @@ pub async fn decide_exception(
         _ => return Err(ConsoleError::new(StatusCode::NOT_FOUND, "unknown decision")),
     };
     let reason = Some(form.reason.trim().to_owned()).filter(|r| !r.is_empty());
-    c.app
-        .decide_exception(&op.ctx, id, approve, reason)
-        .await?;
+    c.app.decide_exception(&op.ctx, id, approve, reason).await?;
     Ok(axum::response::Redirect::to(&format!("/ui/findings?done={action}")).into_response())
 }

@@ -131,11 +131,9 @@ pub async fn page(
     };
     let risk = match p.risk.as_str() {
         "" => None,
-        r => Some(
-            band_range(r).ok_or_else(|| {
-                ConsoleError::bad_request("risk must be critical, high, medium or low")
-            })?,
-        ),
+        r => Some(band_range(r).ok_or_else(|| {
+            ConsoleError::bad_request("risk must be critical, high, medium or low")
+        })?),
     };
     let limit = p.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let environment = (!p.environment.is_empty()).then(|| p.environment.clone());

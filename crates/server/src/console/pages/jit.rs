@@ -1,8 +1,6 @@
 //! Just-in-time elevation in the browser: requests waiting for a second person, grants whose
 //! window is open, and the approve / deny / revoke forms that call the same service as the API.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,7 +10,7 @@ use steward_store::JitQuery;
 use uuid::Uuid;
 
 use crate::console::session::Operator;
-use crate::console::view::{Chrome, clip, relative, span, when};
+use crate::console::view::{Chrome, IdentityNames, clip, relative, span, when};
 use crate::console::{Console, ConsoleError, ConsoleForm, ConsoleQuery, render};
 use crate::service::lifecycle::jit::JitAction;
 
@@ -62,22 +60,15 @@ async fn rows(
     c: &Console,
     op: &Operator,
     grants: &[JitGrant],
-    names: &mut HashMap<Uuid, String>,
+    names: &mut IdentityNames,
 ) -> Vec<GrantRow> {
     let now = c.app.now();
     let mut out = Vec::with_capacity(grants.len());
     for g in grants {
-        if !names.contains_key(&g.identity_id) {
-            let name = match c.app.identity(g.identity_id).await {
-                Ok(Some(i)) => i.name.clone(),
-                _ => g.identity_id.to_string(),
-            };
-            names.insert(g.identity_id, name);
-        }
         out.push(GrantRow {
             id: g.id.to_string(),
             identity_id: g.identity_id.to_string(),
-            identity: names.get(&g.identity_id).cloned().unwrap_or_default(),
+            identity: names.get(&c.app, g.identity_id).await,
             scopes: g.scopes.join(" "),
             reason: clip(&g.reason, 300),
             requested_by: g.requested_by.clone(),
@@ -116,7 +107,7 @@ pub async fn page(
             ..Default::default()
         })
         .await?;
-    let mut names = HashMap::new();
+    let mut names = IdentityNames::default();
     let page = JitPage {
         chrome: Chrome::new("JIT requests", "jit", &op),
         done: done_message(&p.done),

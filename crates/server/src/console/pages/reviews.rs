@@ -71,7 +71,8 @@ struct ReviewsPage {
 }
 
 fn parse_id(s: &str, what: &str) -> Result<Uuid, ConsoleError> {
-    Uuid::parse_str(s).map_err(|_| ConsoleError::new(StatusCode::NOT_FOUND, format!("{what} not found")))
+    Uuid::parse_str(s)
+        .map_err(|_| ConsoleError::new(StatusCode::NOT_FOUND, format!("{what} not found")))
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -126,14 +127,20 @@ pub fn item_row(i: &ReviewItem, now: time::OffsetDateTime) -> ItemRow {
         identity_id: i.identity_id.to_string(),
         name: clip(s["identity"]["name"].as_str().unwrap_or("?"), 120),
         kind: s["identity"]["kind"].as_str().unwrap_or("").to_owned(),
-        environment: s["identity"]["environment"].as_str().unwrap_or("").to_owned(),
+        environment: s["identity"]["environment"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
         granted,
         unused,
         reduce_to,
         last_used,
         credentials_live: s["credentials_live"].as_u64().unwrap_or(0),
         findings,
-        reviewer: i.reviewer.clone().unwrap_or_else(|| "administrators".into()),
+        reviewer: i
+            .reviewer
+            .clone()
+            .unwrap_or_else(|| "administrators".into()),
     }
 }
 

@@ -1,8 +1,6 @@
 //! Trust policies in the browser: which external issuers (CI systems, clusters, clouds) may
 //! exchange their tokens for which identity, and the explain tool that shows why a token passes.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -11,7 +9,7 @@ use steward_store::TrustPolicyQuery;
 use uuid::Uuid;
 
 use crate::console::session::Operator;
-use crate::console::view::{Chrome, clip};
+use crate::console::view::{Chrome, IdentityNames, clip};
 use crate::console::{Console, ConsoleError, ConsoleForm, render};
 
 /// Policies listed on the page.
@@ -127,16 +125,9 @@ async fn policy_rows(
             ..Default::default()
         })
         .await?;
-    let mut names: HashMap<Uuid, String> = HashMap::new();
+    let mut names = IdentityNames::default();
     let mut rows = Vec::with_capacity(list.items.len());
     for p in &list.items {
-        if !names.contains_key(&p.identity) {
-            let n = match c.app.identity(p.identity).await {
-                Ok(Some(i)) => i.name.clone(),
-                _ => p.identity.to_string(),
-            };
-            names.insert(p.identity, n);
-        }
         rows.push(PolicyRow {
             id: p.id.to_string(),
             name: p.name.clone(),
@@ -144,7 +135,7 @@ async fn policy_rows(
             issuer: p.issuer.clone(),
             audiences: p.audiences.join(" "),
             identity_id: p.identity.to_string(),
-            identity: names.get(&p.identity).cloned().unwrap_or_default(),
+            identity: names.get(&c.app, p.identity).await,
             rules: p.allow.len(),
             single_use: p.single_use,
             enabled: p.enabled,
@@ -219,12 +210,14 @@ mod tests {
                 ok: true,
                 detail: "EdDSA key k1".into(),
             }],
-            rules: vec![json!({"rule": 1, "name": "main only", "matched": false, "conditions": [
-                {"claim": "ref", "test": "equals refs/heads/main", "actual": "refs/heads/dev",
-                 "matched": false, "why": "differs"},
-                {"claim": "repository", "test": "equals acme/app", "actual": "acme/app",
-                 "matched": true, "why": ""},
-            ]})],
+            rules: vec![
+                json!({"rule": 1, "name": "main only", "matched": false, "conditions": [
+                    {"claim": "ref", "test": "equals refs/heads/main", "actual": "refs/heads/dev",
+                     "matched": false, "why": "differs"},
+                    {"claim": "repository", "test": "equals acme/app", "actual": "acme/app",
+                     "matched": true, "why": ""},
+                ]}),
+            ],
             matched_rule: None,
             identity: Uuid::from_u128(2),
             header: json!({}),
