@@ -183,6 +183,8 @@ pub async fn start(
         identities: cache::TtlCache::new(100_000, ttl),
         credentials: cache::TtlCache::new(100_000, ttl),
         credentials_by_id: cache::TtlCache::new(100_000, ttl),
+        public_keys: cache::TtlCache::new(100_000, ttl),
+        credential_epoch: Default::default(),
         verified_tokens: cache::TtlCache::new(65_536, None),
         revoked: revocation::RevokedTokens::default(),
         usage: Mutex::new(Default::default()),

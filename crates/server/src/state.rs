@@ -49,6 +49,12 @@ pub struct Inner {
     pub credentials: TtlCache<[u8; 32], Credential>,
     /// Credentials by id, for verifying tokens (which name their credential) without a read.
     pub credentials_by_id: TtlCache<Uuid, Credential>,
+    /// Each identity's public-key credentials, for `private_key_jwt` without a read per token.
+    /// Dropped when one of them changes; an assertion that matches no cached key re-reads.
+    pub public_keys: TtlCache<Uuid, Vec<Credential>>,
+    /// Bumped by every credential invalidation, so that a list read from the store while one
+    /// happened is not cached (it may predate the change).
+    pub credential_epoch: std::sync::atomic::AtomicU64,
     /// Access tokens whose signature this node verified, by SHA-256 of the token (see
     /// `service::tokens`). Only the signature check is remembered, and a hit counts only while its
     /// signing key (kids are random, never reused) is still in the current ring.
@@ -186,13 +192,50 @@ impl Inner {
         {
             self.credentials.remove(&h);
         }
+        self.credential_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.credentials_by_id.remove(&c.id);
+        self.public_keys.remove(&c.identity_id);
     }
 
     /// Drops every cached credential (used after bulk revocations such as retire).
     pub fn invalidate_all_credentials(&self) {
+        self.credential_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.credentials.clear();
         self.credentials_by_id.clear();
+        self.public_keys.clear();
+    }
+
+    /// `identity`'s public-key credentials: from the cache unless `fresh`, else from the store
+    /// (cached only if no credential changed meanwhile). The flag says whether it was cached.
+    pub async fn public_key_credentials(
+        &self,
+        identity: Uuid,
+        fresh: bool,
+    ) -> Result<(Arc<Vec<Credential>>, bool), steward_store::StoreError> {
+        if !fresh && let Some(c) = self.public_keys.get(&identity) {
+            return Ok((c, true));
+        }
+        let epoch = self
+            .credential_epoch
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let list: Vec<Credential> = self
+            .store
+            .list_credentials(identity)
+            .await?
+            .into_iter()
+            .filter(|c| c.kind == steward_core::CredentialKind::PublicKey)
+            .collect();
+        let list = Arc::new(list);
+        if self
+            .credential_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == epoch
+        {
+            self.public_keys.insert(identity, list.clone());
+        }
+        Ok((list, false))
     }
 
     /// The credential with this id, from the cache or the store.

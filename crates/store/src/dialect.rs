@@ -156,6 +156,21 @@ impl<'a, D: Dialect> SqlBuilder<'a, D> {
         D::placeholder(&mut self.sql, self.args.len());
         self
     }
+    /// Appends `rows` as `(a, b, …), (c, d, …)`, each row the bind arguments of a one-row
+    /// statement, in column order: one multi-row `VALUES` list.
+    pub(crate) fn values_rows(&mut self, rows: impl IntoIterator<Item = Stmt<'a>>) -> &mut Self {
+        for (i, row) in rows.into_iter().enumerate() {
+            self.sql(if i == 0 { "(" } else { "), (" });
+            for (j, a) in row.args.into_iter().enumerate() {
+                if j > 0 {
+                    self.sql(", ");
+                }
+                self.arg(a);
+            }
+        }
+        self.sql(")")
+    }
+
     pub(crate) fn build(self) -> Stmt<'a> {
         Stmt {
             sql: SqlText::Built(self.sql),
@@ -282,6 +297,9 @@ pub(crate) struct Statements {
     pub(crate) token_revoked: &'static str,
     pub(crate) list_revoked_tokens: &'static str,
     pub(crate) claim_once: &'static str,
+    /// Many claims in one statement: `$1` a JSON array of `{"n", "h" (hex), "e"}`, `$2` now;
+    /// returns the `namespace` and lowercase hex `h` of each fresh claim (see `claims.rs`).
+    pub(crate) claim_many: Option<&'static str>,
     pub(crate) purge_once_values: &'static str,
     pub(crate) purge_revoked_tokens: &'static str,
 

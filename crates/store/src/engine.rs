@@ -31,14 +31,19 @@ pub(crate) struct SqlStore<D: Dialect> {
     /// independent one-statement writes (one-time claims, purges).
     pool: Pool<D::Db>,
     writer: Writer,
+    /// Batches one-time claims where they do not go through the writer (see `claims.rs`).
+    claims: Option<crate::claims::ClaimBatcher>,
     notices: Option<Arc<dyn crate::NoticeSource>>,
 }
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn new(pool: Pool<D::Db>, writer: Writer) -> Self {
+        let claims = (!D::SINGLE_WRITER && D::SQL.claim_many.is_some())
+            .then(|| crate::claims::ClaimBatcher::spawn::<D>(pool.clone()));
         Self {
             pool,
             writer,
+            claims,
             notices: None,
         }
     }
@@ -413,6 +418,8 @@ impl<D: Dialect> Store for SqlStore<D> {
         let claim = Claim::new(namespace, value, expires_at)?;
         if D::SINGLE_WRITER {
             self.writer.claim(claim).await
+        } else if let Some(batcher) = &self.claims {
+            batcher.claim(claim).await
         } else {
             // One autocommit statement: it holds a single row lock, so it can neither deadlock
             // with nor hold up the group commit.

@@ -176,6 +176,34 @@ fn write_error<D: Dialect>(e: sqlx::Error, f: &FindingRecord) -> StoreError {
     }
 }
 
+/// New findings per multi-row insert (16 binds each: far below both backends' limits).
+pub(crate) const INSERT_ROWS: usize = 256;
+
+/// Inserts consecutive new findings of one change with one statement (inside the writer's
+/// transaction: all or none).
+pub(crate) async fn insert_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    findings: &[&FindingRecord],
+) -> Result<(), StoreError> {
+    let Some(first) = findings.first() else {
+        return Ok(());
+    };
+    let rows = findings
+        .iter()
+        .map(|f| fields(Stmt::new("").uuid(f.id), f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut b = SqlBuilder::<D>::new(concat!(
+        "INSERT INTO findings (",
+        finding_columns!(),
+        ") VALUES "
+    ));
+    b.values_rows(rows);
+    D::exec(conn, b.build())
+        .await
+        .map_err(|e| write_error::<D>(e, first))?;
+    Ok(())
+}
+
 /// Applies a finding mutation inside the writer's transaction.
 pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
     let s = sql::<D>();
@@ -317,11 +345,21 @@ pub(crate) async fn live_between<D: Dialect>(
     first: Uuid,
     last: Uuid,
 ) -> Result<Vec<FindingRecord>, StoreError> {
-    let mut b = SqlBuilder::<D>::new(concat!(
-        "SELECT ",
-        finding_columns!(),
-        " FROM findings WHERE identity_id >= "
-    ));
+    // SQLite's planner (without statistics) would rather walk every open finding through the
+    // status index and sort them, for each page of identities: name the identity index.
+    let mut b = SqlBuilder::<D>::new(if D::NAME == "sqlite" {
+        concat!(
+            "SELECT ",
+            finding_columns!(),
+            " FROM findings INDEXED BY findings_identity_id_idx WHERE identity_id >= "
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            finding_columns!(),
+            " FROM findings WHERE identity_id >= "
+        )
+    });
     b.arg(Arg::uuid(first))
         .sql(" AND identity_id <= ")
         .arg(Arg::uuid(last))

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 mod authz;
+mod claims;
 mod console;
 mod dialect;
 mod engine;
@@ -19,6 +20,7 @@ mod findings;
 mod leases;
 mod lifecycle;
 mod migrate;
+mod nodelay;
 mod ops;
 mod pki;
 pub mod postgres;

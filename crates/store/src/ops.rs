@@ -506,6 +506,19 @@ impl Claim {
             now_us: steward_core::to_micros(OffsetDateTime::now_utc()),
         })
     }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    pub(crate) fn value_hash(&self) -> &[u8; 32] {
+        &self.value_hash
+    }
+    pub(crate) fn expires_us(&self) -> i64 {
+        self.expires_us
+    }
+    pub(crate) fn now_us(&self) -> i64 {
+        self.now_us
+    }
 }
 
 /// Remembers a one-time value unless an unexpired entry exists. Atomic across processes: the

@@ -36,6 +36,12 @@ impl Default for PostgresOptions {
     }
 }
 
+/// Turns Nagle's algorithm off on the new connection (see `nodelay.rs`).
+fn no_delay() {
+    let n = crate::nodelay::apply();
+    tracing::debug!(sockets = n, "TCP_NODELAY set");
+}
+
 /// Opens the Steward database at `url` (`postgres://user@host:port/db`) with default options.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     open_with(url, PostgresOptions::default()).await
@@ -80,11 +86,23 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         // Connections are already checked when they are returned to the pool; checking again on
         // every acquire would add a round trip to every query.
         .test_before_acquire(false)
+        .after_connect(|_, _| {
+            Box::pin(async {
+                no_delay();
+                Ok(())
+            })
+        })
         .connect_lazy_with(connect.clone());
     let writer_pool = PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
         .acquire_timeout(options.connect_timeout)
+        .after_connect(|_, _| {
+            Box::pin(async {
+                no_delay();
+                Ok(())
+            })
+        })
         .connect_lazy_with(connect);
     tracing::info!(database = %target, "opened PostgreSQL store");
     let writer = Writer::spawn::<PgDialect>(writer_pool);
@@ -328,6 +346,15 @@ static STATEMENTS: Statements = Statements {
     claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
                  WHERE once_values.expires_at <= $4",
+    // Rows in key order, so that two nodes' batches lock shared keys in the same order.
+    claim_many: Some(
+        "INSERT INTO once_values (namespace, value_hash, expires_at) \
+         SELECT x.n, decode(x.h, 'hex'), x.e FROM jsonb_to_recordset($1::jsonb) AS x(n text, h text, e bigint) \
+         ORDER BY x.n, x.h \
+         ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         WHERE once_values.expires_at <= $2 \
+         RETURNING namespace, encode(value_hash, 'hex') AS h",
+    ),
     purge_once_values: "DELETE FROM once_values WHERE (namespace, value_hash) IN \
                         (SELECT namespace, value_hash FROM once_values WHERE expires_at <= $1 LIMIT $2)",
     purge_revoked_tokens: "DELETE FROM revoked_tokens WHERE jti IN \

@@ -231,6 +231,38 @@ fn count(v: u64, what: &str) -> Result<i64, StoreError> {
     crate::ops::to_i64(v, what)
 }
 
+/// Risk scores per multi-row upsert.
+pub(crate) const RISK_ROWS: usize = 512;
+
+/// Stores consecutive risk scores of one change (distinct identities) with one upsert.
+pub(crate) async fn put_risks<D: Dialect>(
+    conn: &mut Conn<D>,
+    risks: &[&RiskRecord],
+) -> Result<(), StoreError> {
+    if risks.is_empty() {
+        return Ok(());
+    }
+    let rows = risks
+        .iter()
+        .map(|r| {
+            Ok(Stmt::new("")
+                .uuid(r.identity_id)
+                .int(i64::from(r.score.min(100)))
+                .owned_text(to_json("risk factors", &r.factors)?)
+                .time(r.computed_at))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut b = SqlBuilder::<D>::new(
+        "INSERT INTO identity_risk (identity_id, score, factors, computed_at) VALUES ",
+    );
+    b.values_rows(rows).sql(
+        " ON CONFLICT (identity_id) DO UPDATE SET score = excluded.score, \
+         factors = excluded.factors, computed_at = excluded.computed_at",
+    );
+    D::exec(conn, b.build()).await.map_err(db_error::<D>)?;
+    Ok(())
+}
+
 /// Applies a usage or risk mutation inside the writer's transaction.
 pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
     match m {

@@ -237,12 +237,46 @@ async fn process<D: Dialect>(
     }
 }
 
+/// Applies a change's mutations in order. Runs of new findings and of risk scores (what the
+/// findings job writes by the thousand) go as one multi-row statement each.
 async fn apply_all<D: Dialect>(
     conn: &mut Conn<D>,
     mutations: &[Mutation],
 ) -> Result<(), StoreError> {
-    for m in mutations {
-        ops::apply::<D>(conn, m).await?;
+    let mut i = 0;
+    while i < mutations.len() {
+        match &mutations[i] {
+            Mutation::InsertFinding(_) => {
+                let run: Vec<&crate::FindingRecord> = mutations[i..]
+                    .iter()
+                    .map_while(|m| match m {
+                        Mutation::InsertFinding(f) => Some(f),
+                        _ => None,
+                    })
+                    .take(crate::findings::INSERT_ROWS)
+                    .collect();
+                i += run.len();
+                crate::findings::insert_many::<D>(conn, &run).await?;
+            }
+            Mutation::PutIdentityRisk(_) => {
+                // One row per identity per statement: an upsert may not touch a row twice.
+                let mut seen = std::collections::HashSet::new();
+                let run: Vec<&crate::RiskRecord> = mutations[i..]
+                    .iter()
+                    .map_while(|m| match m {
+                        Mutation::PutIdentityRisk(r) if seen.insert(r.identity_id) => Some(r),
+                        _ => None,
+                    })
+                    .take(crate::usage::RISK_ROWS)
+                    .collect();
+                i += run.len();
+                crate::usage::put_risks::<D>(conn, &run).await?;
+            }
+            m => {
+                ops::apply::<D>(conn, m).await?;
+                i += 1;
+            }
+        }
     }
     Ok(())
 }
@@ -286,12 +320,8 @@ async fn run_batch<D: Dialect>(
                     }
                 }
             }
-            Work::Claim(claim) => {
-                let fresh = ops::claim::<D>(&mut tx, claim)
-                    .await
-                    .map_err(BatchError::Aborted)?;
-                Some(Ok(Done::Claimed(fresh)))
-            }
+            // Claimed together below.
+            Work::Claim(_) => Some(Ok(Done::Claimed(false))),
             Work::Purge { now_us } => {
                 let (once, tokens) = ops::purge::<D>(&mut tx, *now_us)
                     .await
@@ -306,6 +336,37 @@ async fn run_batch<D: Dialect>(
             }
         };
         results.push(result);
+    }
+
+    // The batch's one-time claims, in one statement (they touch nothing a change does).
+    let claims: Vec<(usize, &Claim)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| match &j.work {
+            Work::Claim(c) => Some((i, c)),
+            _ => None,
+        })
+        .collect();
+    if !claims.is_empty() {
+        let only: Vec<&Claim> = claims.iter().map(|(_, c)| *c).collect();
+        let fresh = if D::SQL.claim_many.is_some() {
+            crate::claims::claim_many::<D>(&mut tx, &only)
+                .await
+                .map_err(BatchError::Aborted)?
+        } else {
+            let mut out = Vec::with_capacity(only.len());
+            for c in only {
+                out.push(
+                    ops::claim::<D>(&mut tx, c)
+                        .await
+                        .map_err(BatchError::Aborted)?,
+                );
+            }
+            out
+        };
+        for ((i, _), f) in claims.iter().zip(fresh) {
+            results[*i] = Some(Ok(Done::Claimed(f)));
+        }
     }
 
     // Phase 2: append the audit events of the changes that applied, in queue order.

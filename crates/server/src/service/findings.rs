@@ -5,7 +5,8 @@
 //! A run reads one page of identities and, with one query per table, their credentials, usage,
 //! sources, live findings and stored risk scores. Planning (rules, reconciliation with stored
 //! findings, risk) is pure and runs on the blocking pool; the plan is written in bounded
-//! changes that the group-commit writer interleaves with token audits. A finding is raised
+//! changes that the group-commit writer interleaves with token audits (new findings and risk
+//! scores as multi-row statements), while the next page is read. A finding is raised
 //! when a rule first reports its dedup key, updated (audited) when its evidence changes,
 //! resolved (audited) when the rule stops reporting it, accepted when an unexpired exception
 //! names its type, and reopened when an acceptance runs out. Findings of other types (leaked
@@ -675,6 +676,37 @@ impl Inner {
         Ok(out)
     }
 
+    /// One page of identities after `after` with everything the planner needs about them, and
+    /// the cursor of the page that follows (none on the last page).
+    async fn read_identity_page(
+        &self,
+        after: Option<Uuid>,
+        page_size: u32,
+        now: OffsetDateTime,
+    ) -> Result<(PageInput, Option<Uuid>), ServiceError> {
+        let page = self
+            .store
+            .list_identities(&IdentityQuery {
+                owner_id: None,
+                environment: None,
+                kind: None,
+                status: None,
+                name: None,
+                search: None,
+                vendor: None,
+                after,
+                limit: page_size,
+                now,
+            })
+            .await?;
+        let following = page
+            .next
+            .is_some()
+            .then(|| page.items.last().map(|i| i.id))
+            .flatten();
+        Ok((self.read_page(page.items).await?, following))
+    }
+
     async fn read_page(&self, identities: Vec<Identity>) -> Result<PageInput, ServiceError> {
         let (Some(first), Some(last)) = (identities.first(), identities.last()) else {
             return Ok(PageInput {
@@ -714,10 +746,20 @@ impl Inner {
     /// stops.
     async fn write_plan(
         &self,
-        writes: Vec<(Mutation, Option<AuditEvent>)>,
+        mut writes: Vec<(Mutation, Option<AuditEvent>)>,
         fence: Option<&Fence>,
     ) -> Result<u64, ServiceError> {
-        let mut conflicts = 0;
+        // Grouped by kind (a stable sort, each audit event staying with its mutation) so the
+        // store sends each group as one multi-row statement. The writes of a plan are about
+        // distinct findings and identities, so they commute; updates (resolutions) still go
+        // before inserts, in case a resolved dedup key is raised again.
+        writes.sort_by_key(|(m, _)| match m {
+            Mutation::UpdateFinding { .. } => 0,
+            Mutation::InsertFinding(_) => 1,
+            Mutation::PutIdentityRisk(_) => 2,
+            _ => 3,
+        });
+        let mut changes = Vec::new();
         let mut iter = writes.into_iter().peekable();
         while iter.peek().is_some() {
             let mut change = Change::new();
@@ -730,7 +772,14 @@ impl Inner {
                     change = change.audit(e);
                 }
             }
-            match self.store.commit(change).await {
+            changes.push(change);
+        }
+        // Submitted together, so the group-commit writer can take them in one transaction.
+        let results =
+            futures::future::join_all(changes.into_iter().map(|c| self.store.commit(c))).await;
+        let mut conflicts = 0;
+        for result in results {
+            match result {
                 Ok(_) => {}
                 Err(StoreError::Conflict(_) | StoreError::Stale(_) | StoreError::NotFound(_)) => {
                     if let Some(f) = fence {
@@ -793,47 +842,47 @@ impl Inner {
         };
         let mut pacer = Pacer::new(&self.findings_runtime, &run.config);
         let mut planned = Vec::new();
-        let mut after = None;
-        loop {
+        // Pipelined: while one page is planned and written, the next one is read.
+        let mut next = Some(self.read_identity_page(None, page_size, now).await?);
+        while let Some((input, following)) = next.take() {
             let page_started = Instant::now();
-            let page = self
-                .store
-                .list_identities(&IdentityQuery {
-                    owner_id: None,
-                    environment: None,
-                    kind: None,
-                    status: None,
-                    name: None,
-                    search: None,
-                    vendor: None,
-                    after,
-                    limit: page_size,
-                    now,
-                })
-                .await?;
-            let more = page.next.is_some();
-            after = page.items.last().map(|i| i.id);
-            view.identities += page.items.len() as u64;
+            view.identities += input.identities.len() as u64;
             self.findings_runtime
                 .judged
-                .fetch_add(page.items.len() as u64, Ordering::Relaxed);
-            let input = self.read_page(page.items).await?;
+                .fetch_add(input.identities.len() as u64, Ordering::Relaxed);
             let ctx = Arc::clone(&run);
-            let plan = tokio::task::spawn_blocking(move || ctx.plan(input))
-                .await
-                .map_err(|e| ServiceError::Internal(format!("findings planning failed: {e}")))?;
+            let work = async {
+                let mut plan = tokio::task::spawn_blocking(move || ctx.plan(input))
+                    .await
+                    .map_err(|e| {
+                        ServiceError::Internal(format!("findings planning failed: {e}"))
+                    })?;
+                let conflicts = self
+                    .write_plan(std::mem::take(&mut plan.writes), fence)
+                    .await?;
+                Ok::<_, ServiceError>((plan, conflicts))
+            };
+            let (done, read) = match following {
+                Some(after) => {
+                    let (done, read) =
+                        tokio::join!(work, self.read_identity_page(Some(after), page_size, now));
+                    (done?, Some(read?))
+                }
+                None => (work.await?, None),
+            };
+            let (plan, conflicts) = done;
             view.raised += plan.raised;
             view.resolved += plan.resolved;
             view.reopened += plan.reopened;
             view.updated += plan.updated;
             view.waived += plan.waived;
             view.risk_scores_written += plan.risk_scores;
+            view.conflicts += conflicts;
             planned.extend(plan.actions);
-            view.conflicts += self.write_plan(plan.writes, fence).await?;
-            if !more || after.is_none() {
-                break;
+            next = read;
+            if next.is_some() {
+                pacer.pause_after(page_started.elapsed()).await;
             }
-            pacer.pause_after(page_started.elapsed()).await;
         }
         view.paused_ms = u64::try_from(pacer.paused.as_millis()).unwrap_or(u64::MAX);
         view.actions = self.take_actions(ctx, &run, planned).await;

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use steward_core::apikey::ApiKey;
-use steward_core::{CredentialKind, Identity, Outcome, scope};
+use steward_core::{Credential, CredentialKind, Identity, Outcome, scope};
 use steward_crypto::jws::{self, JwsAlg};
 use steward_store::Change;
 use time::OffsetDateTime;
@@ -505,46 +505,20 @@ impl Inner {
         }
         self.check_lockout(Some(client), ctx)?;
         let now = self.now();
-        let creds = match self.store.list_credentials(client).await {
-            Ok(c) => c,
-            Err(_) => return Err(OAuthError::unavailable()),
-        };
-        let kid = decoded.kid();
-        let mut matched = None;
-        let mut last_err = "no registered public key matches the assertion".to_owned();
-        for c in creds.iter().filter(|c| c.kind == CredentialKind::PublicKey) {
-            let Some(jwk) = &c.jwk else { continue };
-            if let Some(k) = kid {
-                let jwk_kid = jwk.get("kid").and_then(|v| v.as_str());
-                if jwk_kid != Some(k) && c.fingerprint != k {
-                    continue;
-                }
-            }
-            let Ok(parsed) = steward_crypto::jwk::parse_public_jwk(jwk) else {
-                continue;
+        // Cached keys first; a miss re-reads once, so a key added on any node works at once.
+        let mut fresh = false;
+        let credential_id = loop {
+            let (creds, cached) = match self.public_key_credentials(client, fresh).await {
+                Ok(c) => c,
+                Err(_) => return Err(OAuthError::unavailable()),
             };
-            if let Some(alg) = jwk.get("alg").and_then(|v| v.as_str())
-                && alg != decoded.alg.as_str()
-            {
-                last_err = "assertion alg differs from the registered key's alg".into();
-                continue;
-            }
-            match jws::verify(&decoded, &parsed.key, JwsAlg::ASYMMETRIC) {
-                Ok(()) => {
-                    if let Err(r) = c.check_usable(now) {
-                        last_err = r.to_owned();
-                        continue;
-                    }
-                    matched = Some(c);
-                    break;
+            match assertion_key(&creds, &decoded, now) {
+                Ok(id) => break id,
+                Err(_) if cached => fresh = true,
+                Err(e) => {
+                    return Err(self.auth_failure(ctx, action, Some(client), &e).await);
                 }
-                Err(e) => last_err = format!("assertion signature: {e}"),
             }
-        }
-        let Some(cred) = matched else {
-            return Err(self
-                .auth_failure(ctx, action, Some(client), &last_err)
-                .await);
         };
         if let Err(r) = self.check_assertion_claims(&decoded, now) {
             return Err(self.auth_failure(ctx, action, Some(client), r).await);
@@ -573,7 +547,7 @@ impl Inner {
         self.limiter.record_success(&format!("client:{client}"));
         Ok(AuthenticatedClient {
             identity,
-            credential_id: cred.id,
+            credential_id,
             method: AuthMethod::PrivateKeyJwt,
         })
     }
@@ -1147,6 +1121,42 @@ fn decode_basic(b64: &str) -> Option<(String, String)> {
         .map(|(_, v)| v.into_owned())
     };
     Some((dec(id)?, dec(secret)?))
+}
+
+/// The registered public key (usable at `now`) whose signature the assertion carries.
+fn assertion_key(
+    creds: &[Credential],
+    decoded: &jws::Decoded,
+    now: OffsetDateTime,
+) -> Result<Uuid, String> {
+    let kid = decoded.kid();
+    let mut last_err = "no registered public key matches the assertion".to_owned();
+    for c in creds.iter().filter(|c| c.kind == CredentialKind::PublicKey) {
+        let Some(jwk) = &c.jwk else { continue };
+        if let Some(k) = kid {
+            let jwk_kid = jwk.get("kid").and_then(|v| v.as_str());
+            if jwk_kid != Some(k) && c.fingerprint != k {
+                continue;
+            }
+        }
+        let Ok(parsed) = steward_crypto::jwk::parse_public_jwk(jwk) else {
+            continue;
+        };
+        if let Some(alg) = jwk.get("alg").and_then(|v| v.as_str())
+            && alg != decoded.alg.as_str()
+        {
+            last_err = "assertion alg differs from the registered key's alg".into();
+            continue;
+        }
+        match jws::verify(decoded, &parsed.key, JwsAlg::ASYMMETRIC) {
+            Ok(()) => match c.check_usable(now) {
+                Ok(()) => return Ok(c.id),
+                Err(r) => last_err = r.to_owned(),
+            },
+            Err(e) => last_err = format!("assertion signature: {e}"),
+        }
+    }
+    Err(last_err)
 }
 
 #[cfg(test)]

@@ -185,6 +185,61 @@ async fn private_key_jwt_with_oauth2_crate() {
             .any(|r| r["reason"].as_str().unwrap().contains("replayed")),
         "{recs:?}"
     );
+
+    // Keys are cached per identity: a key added now works at once, and a revoked key stops at once.
+    let first = v["id"].as_str().unwrap().to_owned();
+    let (key2, jwk2) = p256_key();
+    let (s, v2) = t
+        .api(
+            Method::POST,
+            &format!("/v1/identities/{id}/credentials"),
+            Some(json!({"type": "public_key", "jwk": jwk2})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v2}");
+    let send = |a: String| {
+        t.http
+            .post(t.url("/oauth2/token"))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", a.as_str()),
+            ])
+            .send()
+    };
+    let tok_url = t.url("/oauth2/token");
+    let r = send(assertion(&key2, &id, &tok_url, "jti-2", 120))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "new key: {}",
+        r.text().await.unwrap()
+    );
+    let r = send(assertion(&key, &id, &tok_url, "jti-3", 120))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "first key, cached");
+    let (s, _) = t
+        .api(
+            Method::DELETE,
+            &format!("/v1/identities/{id}/credentials/{first}"),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    let r = send(assertion(&key, &id, &tok_url, "jti-4", 120))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "revoked key");
+    let r = send(assertion(&key2, &id, &tok_url, "jti-5", 120))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the other key still works");
 }
 
 #[tokio::test]

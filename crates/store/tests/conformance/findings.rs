@@ -148,3 +148,82 @@ pub async fn findings_round_trip_and_dedup(store: Arc<dyn Store>) {
     .await;
     assert!(typed.items.is_empty());
 }
+
+/// What the findings job writes: hundreds of new findings and risk scores in one change (sent
+/// as multi-row statements), all or nothing.
+pub async fn findings_and_risks_in_bulk(store: Arc<dyn Store>) {
+    let o = owner("team");
+    let mut change = Change::new().with(Mutation::InsertOwner(o.clone()));
+    let mut ids = vec![];
+    for n in 0..300 {
+        let i = identity(&o, &format!("svc-{n}"), "prod");
+        ids.push(i.id);
+        change = change.with(Mutation::InsertIdentity(i));
+    }
+    commit(&store, change).await;
+    let findings: Vec<FindingRecord> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, i)| finding(Some(*i), &format!("dormant:{n}"), 1000 + n as u128))
+        .collect();
+    let mut change = Change::new();
+    for f in &findings {
+        change = change.with(Mutation::InsertFinding(f.clone()));
+    }
+    // Interleaved with a score per identity, one identity scored twice (the last one counts).
+    for (n, i) in ids.iter().enumerate() {
+        change = change.with(Mutation::PutIdentityRisk(steward_store::RiskRecord {
+            identity_id: *i,
+            score: (n % 100) as u8,
+            factors: vec![],
+            computed_at: T0,
+        }));
+    }
+    change = change.with(Mutation::PutIdentityRisk(steward_store::RiskRecord {
+        identity_id: ids[0],
+        score: 77,
+        factors: vec![],
+        computed_at: at(60),
+    }));
+    commit(&store, change).await;
+    for f in [&findings[0], &findings[255], &findings[256], &findings[299]] {
+        assert_eq!(store.get_finding(f.id).await.unwrap().as_ref(), Some(f));
+    }
+    assert_eq!(
+        store
+            .get_identity_risk(ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .score,
+        77
+    );
+    assert_eq!(
+        store
+            .get_identity_risk(ids[299])
+            .await
+            .unwrap()
+            .unwrap()
+            .score,
+        99
+    );
+
+    // One duplicate among many new findings: the whole change is refused, nothing is written.
+    let mut change = Change::new();
+    let fresh: Vec<FindingRecord> = (0..10)
+        .map(|n| finding(Some(ids[n]), &format!("orphaned:{n}"), 5000 + n as u128))
+        .collect();
+    for f in &fresh {
+        change = change.with(Mutation::InsertFinding(f.clone()));
+    }
+    change = change.with(Mutation::InsertFinding(finding(
+        Some(ids[5]),
+        "dormant:5",
+        6000,
+    )));
+    let r = store.commit(change).await;
+    assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
+    for f in &fresh {
+        assert_eq!(store.get_finding(f.id).await.unwrap(), None);
+    }
+}

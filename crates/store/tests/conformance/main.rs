@@ -58,6 +58,7 @@ conformance! {
         audit::audit_pagination,
         audit::audit_range_and_leaf_hashes,
         findings::findings_round_trip_and_dedup,
+        findings::findings_and_risks_in_bulk,
         pki::pki_objects_round_trip,
         authz::policy_versions_and_head,
         authz::exceptions,

@@ -204,6 +204,28 @@ pub async fn claim_once_detects_replays(store: Arc<dyn Store>) {
         winners += usize::from(won.unwrap());
     }
     assert_eq!(winners, 1);
+
+    // Many values at once, each claimed three times (claims sent together may share one
+    // statement): every value is won exactly once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..3 {
+        for n in 0..100 {
+            let store = Arc::clone(&store);
+            tasks.spawn(async move {
+                let won = store
+                    .claim_once("burst", &format!("jti-{n}"), later)
+                    .await
+                    .unwrap();
+                (n, round, won)
+            });
+        }
+    }
+    let mut wins = vec![0; 100];
+    while let Some(r) = tasks.join_next().await {
+        let (n, _, won) = r.unwrap();
+        wins[n] += usize::from(won);
+    }
+    assert!(wins.iter().all(|w| *w == 1), "{wins:?}");
 }
 
 pub async fn purge_removes_only_expired(store: Arc<dyn Store>) {

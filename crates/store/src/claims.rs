@@ -1,0 +1,132 @@
+//! One-time claims in bulk: claims made at the same moment by concurrent requests are sent as one
+//! statement, so replay protection (`private_key_jwt` and DPoP `jti`s) costs a fraction of a
+//! database round trip per request. SQLite's writer claims a batch's values together inside its
+//! transaction; on PostgreSQL, where claims bypass the writer, [`ClaimBatcher`] gathers them.
+//!
+//! A PostgreSQL batch is one autocommit `INSERT … ON CONFLICT … RETURNING` in key order: it holds
+//! only the rows it claims, in the same order on every node, so it neither deadlocks nor holds up
+//! the group commit. A value claimed twice in one batch is fresh once and a replay after that.
+
+use std::collections::HashSet;
+
+use sqlx::Pool;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
+use crate::dialect::{Conn, Dialect, Stmt};
+use crate::ops::{Claim, db_error};
+use crate::rows::Cols;
+
+/// Claims waiting to be sent; a full queue makes callers wait (bounded memory).
+const QUEUE_CAPACITY: usize = 4096;
+/// Claims per statement.
+const MAX_BATCH: usize = 512;
+
+type Reply = oneshot::Sender<Result<bool, StoreError>>;
+
+/// Handle to the claim batcher task; the task ends when the last handle is dropped.
+#[derive(Debug)]
+pub(crate) struct ClaimBatcher {
+    queue: mpsc::Sender<(Claim, Reply)>,
+}
+
+fn gone() -> StoreError {
+    StoreError::Unavailable("the one-time claim batcher has stopped".into())
+}
+
+impl ClaimBatcher {
+    /// Starts the batcher on the current runtime. `D::SQL.claim_many` must be set.
+    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run::<D>(pool, rx));
+        Self { queue }
+    }
+
+    /// `true` when the value was not claimed (or its claim had expired), `false` on a replay.
+    pub(crate) async fn claim(&self, claim: Claim) -> Result<bool, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send((claim, reply)).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<(Claim, Reply)>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let claims: Vec<&Claim> = jobs.iter().map(|(c, _)| c).collect();
+        let result = match pool.acquire().await {
+            Ok(mut conn) => claim_many::<D>(&mut conn, &claims).await,
+            Err(e) => Err(db_error::<D>(e)),
+        };
+        match result {
+            Ok(fresh) => {
+                for ((_, reply), f) in jobs.drain(..).zip(fresh) {
+                    let _ = reply.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                for (_, reply) in jobs.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Sends one batch; answers per claim, in order.
+pub(crate) async fn claim_many<D: Dialect>(
+    conn: &mut Conn<D>,
+    claims: &[&Claim],
+) -> Result<Vec<bool>, StoreError> {
+    if claims.is_empty() {
+        return Ok(vec![]);
+    }
+    let sql = D::SQL
+        .claim_many
+        .ok_or_else(|| StoreError::Backend("claim_many is not defined for this backend".into()))?;
+    // Each key once: a second claim of the same value in the batch is a replay.
+    let mut first = Vec::with_capacity(claims.len());
+    let mut seen = HashSet::with_capacity(claims.len());
+    let rows: Vec<serde_json::Value> = claims
+        .iter()
+        .filter_map(|c| {
+            let h = hex(c.value_hash());
+            let new = seen.insert((c.namespace().to_owned(), h.clone()));
+            first.push(new);
+            new.then(|| serde_json::json!({"n": c.namespace(), "h": h, "e": c.expires_us()}))
+        })
+        .collect();
+    // The most conservative "now" of the batch: an entry counts as expired only if it had
+    // expired for every caller.
+    let now = claims.iter().map(|c| c.now_us()).min().unwrap_or(0);
+    let stmt = Stmt::new(sql)
+        .owned_text(serde_json::Value::Array(rows).to_string())
+        .int(now);
+    let fresh_rows = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
+    let mut fresh = HashSet::with_capacity(fresh_rows.len());
+    for row in &fresh_rows {
+        let c = Cols::<D>::new(row, "once_values");
+        fresh.insert((c.text("namespace")?, c.text("h")?));
+    }
+    Ok(claims
+        .iter()
+        .zip(first)
+        .map(|(c, first)| first && fresh.contains(&(c.namespace().to_owned(), hex(c.value_hash()))))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(super::hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
+}
