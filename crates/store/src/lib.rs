@@ -383,6 +383,24 @@ pub struct IdentityQuery {
     pub now: OffsetDateTime,
 }
 
+impl IdentityQuery {
+    /// Every identity, unfiltered: a page of `limit` after `after`, expiry judged at `now`.
+    pub fn all(after: Option<Uuid>, limit: u32, now: OffsetDateTime) -> Self {
+        Self {
+            owner_id: None,
+            environment: None,
+            kind: None,
+            status: None,
+            name: None,
+            search: None,
+            vendor: None,
+            after,
+            limit,
+            now,
+        }
+    }
+}
+
 /// Queries over the audit log, in seq order.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditQuery {

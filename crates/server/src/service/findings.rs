@@ -686,18 +686,7 @@ impl Inner {
     ) -> Result<(PageInput, Option<Uuid>), ServiceError> {
         let page = self
             .store
-            .list_identities(&IdentityQuery {
-                owner_id: None,
-                environment: None,
-                kind: None,
-                status: None,
-                name: None,
-                search: None,
-                vendor: None,
-                after,
-                limit: page_size,
-                now,
-            })
+            .list_identities(&IdentityQuery::all(after, page_size, now))
             .await?;
         let following = page
             .next

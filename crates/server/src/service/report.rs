@@ -190,18 +190,7 @@ impl Inner {
         loop {
             let page = self
                 .store
-                .list_identities(&IdentityQuery {
-                    owner_id: None,
-                    environment: None,
-                    kind: None,
-                    status: None,
-                    name: None,
-                    search: None,
-                    vendor: None,
-                    after,
-                    limit: 1000,
-                    now,
-                })
+                .list_identities(&IdentityQuery::all(after, 1000, now))
                 .await?;
             let (Some(first), Some(last)) = (page.items.first(), page.items.last()) else {
                 break;

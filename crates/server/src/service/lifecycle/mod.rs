@@ -175,17 +175,6 @@ impl Inner {
     }
 
     pub(crate) fn identity_query(&self) -> IdentityQuery {
-        IdentityQuery {
-            owner_id: None,
-            environment: None,
-            kind: None,
-            status: None,
-            name: None,
-            search: None,
-            vendor: None,
-            after: None,
-            limit: 1000,
-            now: self.now(),
-        }
+        IdentityQuery::all(None, 1000, self.now())
     }
 }
