@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 use crate::dialect::{Conn, Dialect, Stmt};
-use crate::ops::{Claim, db_error};
+use crate::ops::{Claim, db_error, to_hex};
 use crate::rows::Cols;
 
 /// Claims waiting to be sent; a full queue makes callers wait (bounded memory).
@@ -73,14 +73,6 @@ async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<(Claim, Reply
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// Sends one batch; answers per claim, in order.
 pub(crate) async fn claim_many<D: Dialect>(
     conn: &mut Conn<D>,
@@ -89,25 +81,24 @@ pub(crate) async fn claim_many<D: Dialect>(
     if claims.is_empty() {
         return Ok(vec![]);
     }
-    let sql = D::SQL
-        .claim_many
-        .ok_or_else(|| StoreError::Backend("claim_many is not defined for this backend".into()))?;
+    let keys: Vec<(&str, String)> = claims
+        .iter()
+        .map(|c| (c.namespace(), to_hex(c.value_hash())))
+        .collect();
     // Each key once: a second claim of the same value in the batch is a replay.
-    let mut first = Vec::with_capacity(claims.len());
-    let mut seen = HashSet::with_capacity(claims.len());
+    let mut seen = HashSet::with_capacity(keys.len());
+    let first: Vec<bool> = keys.iter().map(|k| seen.insert(k)).collect();
     let rows: Vec<serde_json::Value> = claims
         .iter()
-        .filter_map(|c| {
-            let h = hex(c.value_hash());
-            let new = seen.insert((c.namespace().to_owned(), h.clone()));
-            first.push(new);
-            new.then(|| serde_json::json!({"n": c.namespace(), "h": h, "e": c.expires_us()}))
-        })
+        .zip(&keys)
+        .zip(&first)
+        .filter(|(_, first)| **first)
+        .map(|((c, (n, h)), _)| serde_json::json!({"n": n, "h": h, "e": c.expires_us()}))
         .collect();
     // The most conservative "now" of the batch: an entry counts as expired only if it had
     // expired for every caller.
     let now = claims.iter().map(|c| c.now_us()).min().unwrap_or(0);
-    let stmt = Stmt::new(sql)
+    let stmt = Stmt::new(D::SQL.claim_many)
         .owned_text(serde_json::Value::Array(rows).to_string())
         .int(now);
     let fresh_rows = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
@@ -116,17 +107,9 @@ pub(crate) async fn claim_many<D: Dialect>(
         let c = Cols::<D>::new(row, "once_values");
         fresh.insert((c.text("namespace")?, c.text("h")?));
     }
-    Ok(claims
+    Ok(keys
         .iter()
         .zip(first)
-        .map(|(c, first)| first && fresh.contains(&(c.namespace().to_owned(), hex(c.value_hash()))))
+        .map(|((n, h), first)| first && fresh.contains(&((*n).to_owned(), h.clone())))
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_is_lowercase_and_padded() {
-        assert_eq!(super::hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
-    }
 }

@@ -296,10 +296,10 @@ pub(crate) struct Statements {
     pub(crate) revoke_token: &'static str,
     pub(crate) token_revoked: &'static str,
     pub(crate) list_revoked_tokens: &'static str,
-    pub(crate) claim_once: &'static str,
     /// Many claims in one statement: `$1` a JSON array of `{"n", "h" (hex), "e"}`, `$2` now;
-    /// returns the `namespace` and lowercase hex `h` of each fresh claim (see `claims.rs`).
-    pub(crate) claim_many: Option<&'static str>,
+    /// returns the `namespace` and lowercase hex `h` of each fresh claim. Atomic across
+    /// processes: the primary key arbitrates, and an expired entry is taken over (`claims.rs`).
+    pub(crate) claim_many: &'static str,
     pub(crate) purge_once_values: &'static str,
     pub(crate) purge_revoked_tokens: &'static str,
 

@@ -38,8 +38,8 @@ pub(crate) struct SqlStore<D: Dialect> {
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn new(pool: Pool<D::Db>, writer: Writer) -> Self {
-        let claims = (!D::SINGLE_WRITER && D::SQL.claim_many.is_some())
-            .then(|| crate::claims::ClaimBatcher::spawn::<D>(pool.clone()));
+        let claims =
+            (!D::SINGLE_WRITER).then(|| crate::claims::ClaimBatcher::spawn::<D>(pool.clone()));
         Self {
             pool,
             writer,
@@ -416,14 +416,9 @@ impl<D: Dialect> Store for SqlStore<D> {
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let claim = Claim::new(namespace, value, expires_at)?;
-        if D::SINGLE_WRITER {
-            self.writer.claim(claim).await
-        } else if let Some(batcher) = &self.claims {
-            batcher.claim(claim).await
-        } else {
-            // One autocommit statement: it holds a single row lock, so it can neither deadlock
-            // with nor hold up the group commit.
-            ops::claim::<D>(&mut *self.conn().await?, &claim).await
+        match &self.claims {
+            Some(batcher) => batcher.claim(claim).await,
+            None => self.writer.claim(claim).await,
         }
     }
 

@@ -521,17 +521,6 @@ impl Claim {
     }
 }
 
-/// Remembers a one-time value unless an unexpired entry exists. Atomic across processes: the
-/// primary key arbitrates, and an expired entry is taken over in the same statement.
-pub(crate) async fn claim<D: Dialect>(conn: &mut Conn<D>, c: &Claim) -> Result<bool, StoreError> {
-    let stmt = Stmt::new(D::SQL.claim_once)
-        .text(&c.namespace)
-        .bytes(&c.value_hash)
-        .int(c.expires_us)
-        .int(c.now_us);
-    Ok(D::exec(conn, stmt).await.map_err(db_error::<D>)? == 1)
-}
-
 /// Rows removed per table by one purge step, so that a purge never holds locks for long.
 pub(crate) const PURGE_STEP: u64 = 5_000;
 
@@ -604,7 +593,7 @@ pub(crate) struct AuditRow<'a> {
     pub(crate) chain_hash: [u8; 32],
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

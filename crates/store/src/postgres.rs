@@ -343,18 +343,13 @@ static STATEMENTS: Statements = Statements {
     token_revoked: "SELECT 1 FROM revoked_tokens WHERE jti = $1",
     list_revoked_tokens: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 \
                           ORDER BY expires_at DESC LIMIT $2",
-    claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
-                 WHERE once_values.expires_at <= $4",
     // Rows in key order, so that two nodes' batches lock shared keys in the same order.
-    claim_many: Some(
-        "INSERT INTO once_values (namespace, value_hash, expires_at) \
-         SELECT x.n, decode(x.h, 'hex'), x.e FROM jsonb_to_recordset($1::jsonb) AS x(n text, h text, e bigint) \
-         ORDER BY x.n, x.h \
-         ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
-         WHERE once_values.expires_at <= $2 \
-         RETURNING namespace, encode(value_hash, 'hex') AS h",
-    ),
+    claim_many: "INSERT INTO once_values (namespace, value_hash, expires_at) \
+     SELECT x.n, decode(x.h, 'hex'), x.e FROM jsonb_to_recordset($1::jsonb) AS x(n text, h text, e bigint) \
+     ORDER BY x.n, x.h \
+     ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+     WHERE once_values.expires_at <= $2 \
+     RETURNING namespace, encode(value_hash, 'hex') AS h",
     purge_once_values: "DELETE FROM once_values WHERE (namespace, value_hash) IN \
                         (SELECT namespace, value_hash FROM once_values WHERE expires_at <= $1 LIMIT $2)",
     purge_revoked_tokens: "DELETE FROM revoked_tokens WHERE jti IN \

@@ -413,18 +413,13 @@ static STATEMENTS: Statements = Statements {
     token_revoked: "SELECT 1 FROM revoked_tokens WHERE jti = ?",
     list_revoked_tokens: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ? \
                           ORDER BY expires_at DESC LIMIT ?",
-    claim_once: "INSERT INTO once_values (namespace, value_hash, expires_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = excluded.expires_at \
-                 WHERE once_values.expires_at <= ?",
     // `WHERE true` keeps the upsert's ON from being read as a join constraint.
-    claim_many: Some(
-        "INSERT INTO once_values (namespace, value_hash, expires_at) \
-         SELECT value ->> 'n', unhex(value ->> 'h'), value ->> 'e' FROM json_each(?) WHERE true \
-         ORDER BY 1, 2 \
-         ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = excluded.expires_at \
-         WHERE once_values.expires_at <= ? \
-         RETURNING namespace, lower(hex(value_hash)) AS h",
-    ),
+    claim_many: "INSERT INTO once_values (namespace, value_hash, expires_at) \
+     SELECT value ->> 'n', unhex(value ->> 'h'), value ->> 'e' FROM json_each(?) WHERE true \
+     ORDER BY 1, 2 \
+     ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE once_values.expires_at <= ? \
+     RETURNING namespace, lower(hex(value_hash)) AS h",
     purge_once_values: "DELETE FROM once_values WHERE (namespace, value_hash) IN \
                         (SELECT namespace, value_hash FROM once_values WHERE expires_at <= ? LIMIT ?)",
     purge_revoked_tokens: "DELETE FROM revoked_tokens WHERE jti IN \

@@ -349,21 +349,9 @@ async fn run_batch<D: Dialect>(
         .collect();
     if !claims.is_empty() {
         let only: Vec<&Claim> = claims.iter().map(|(_, c)| *c).collect();
-        let fresh = if D::SQL.claim_many.is_some() {
-            crate::claims::claim_many::<D>(&mut tx, &only)
-                .await
-                .map_err(BatchError::Aborted)?
-        } else {
-            let mut out = Vec::with_capacity(only.len());
-            for c in only {
-                out.push(
-                    ops::claim::<D>(&mut tx, c)
-                        .await
-                        .map_err(BatchError::Aborted)?,
-                );
-            }
-            out
-        };
+        let fresh = crate::claims::claim_many::<D>(&mut tx, &only)
+            .await
+            .map_err(BatchError::Aborted)?;
         for ((i, _), f) in claims.iter().zip(fresh) {
             results[*i] = Some(Ok(Done::Claimed(f)));
         }
