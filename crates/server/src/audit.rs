@@ -9,6 +9,11 @@ use steward_store::{Change, CheckpointRecord, Mutation, Store};
 use crate::error::ServiceError;
 use crate::state::Inner;
 
+/// Leaf hashes read per statement when the node's Merkle tree catches up with the log.
+const CATCH_UP_PAGE: u32 = 4096;
+/// Pause between two such pages.
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+
 impl Inner {
     /// The newest checkpoint, signing a new one first when the log has grown since.
     pub async fn checkpoint(&self) -> Result<CheckpointRecord, ServiceError> {
@@ -26,9 +31,7 @@ impl Inner {
         {
             return Ok(cp);
         }
-        let leaves = self.store.audit_leaf_hashes(head.size).await?;
-        let size = leaves.len() as u64;
-        let root = merkle::root(&leaves);
+        let (size, root) = self.audit_root(head.size).await?;
         let body = steward_crypto::note::checkpoint_body(&self.audit_origin, size, &root);
         let note = self
             .note_signer
@@ -52,6 +55,42 @@ impl Inner {
             Ok(_) | Err(steward_store::StoreError::Conflict(_)) => Ok(cp),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Size and Merkle root of the log's first `upto` records (all of them, if fewer). The
+    /// node's tree is extended with the records appended since it last read, a page at a time,
+    /// so a checkpoint costs the new records, not the whole log, and holds O(log n) hashes.
+    async fn audit_root(&self, upto: u64) -> Result<(u64, Hash), ServiceError> {
+        let mut tree = self.audit_tree.lock().await;
+        if tree.size() > upto {
+            // Only a log that shrank gets here (the size is read before the tree is locked,
+            // and records are never removed): start again from what the store now holds.
+            *tree = CompactTree::new();
+        }
+        // Extended on a copy: a failed read leaves the node's tree where it was.
+        let mut grown = tree.clone();
+        while grown.size() < upto {
+            let page = self
+                .store
+                .audit_leaf_hashes_after(grown.size(), upto, CATCH_UP_PAGE)
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            for leaf in page {
+                grown.push(leaf);
+            }
+            if grown.size() < upto {
+                // A busy node appends millions of records between checkpoints: reading them
+                // back in short pages with a pause between keeps the catch-up from taking the
+                // cores (and a long read snapshot, which holds SQLite's WAL) away from requests.
+                tokio::time::sleep(CATCH_UP_PAUSE).await;
+            }
+        }
+        let root = grown.root();
+        let size = grown.size();
+        *tree = grown;
+        Ok((size, root))
     }
 
     pub fn checkpoint_view(&self, cp: &CheckpointRecord) -> steward_proto::CheckpointView {

@@ -203,6 +203,7 @@ pub async fn start(
         usage_recorder: usage::UsageRecorder::new(&config.usage),
         findings_runtime: Default::default(),
         jit: service::lifecycle::jit::JitCache::new(ttl),
+        audit_tree: Default::default(),
         config,
     };
     let state = AppState(Arc::new(inner));

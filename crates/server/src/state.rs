@@ -85,6 +85,9 @@ pub struct Inner {
     pub findings_runtime: crate::service::findings::FindingsRuntime,
     /// Active JIT elevation grants, for the token path (see `service::lifecycle::jit`).
     pub jit: crate::service::lifecycle::jit::JitCache,
+    /// The Merkle tree of the audit log as far as this node has read it, so that a checkpoint
+    /// reads only the records appended since the last one (see `audit`).
+    pub audit_tree: tokio::sync::Mutex<steward_crypto::merkle::CompactTree>,
 }
 
 impl Inner {

@@ -179,6 +179,24 @@ impl<'a, D: Dialect> SqlBuilder<'a, D> {
     }
 }
 
+/// A backend's one-round-trip audit append (see `Statements::append_audit`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuditAppend {
+    /// One self-contained statement. Arguments: rows (JSON), new size, new chain hash, expected
+    /// size, row count; it returns one row when it applied (PostgreSQL).
+    Statement(&'static str),
+    /// A script run as one command: `begin`, then `insert_audit_values` with the rows, then
+    /// `head[0]` new size `head[1]` new chain hash `head[2]` expected size `head[3]`, which
+    /// moves the head, fails the script if the head had moved, and commits (SQLite, where one
+    /// statement cannot both insert and update, but a connection runs a script in one hand-off).
+    /// A failed script leaves its transaction open: the writer rolls it back with `rollback`.
+    Script {
+        begin: &'static str,
+        head: [&'static str; 4],
+        rollback: &'static str,
+    },
+}
+
 /// Which uniqueness rule a write violated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UniqueRule {
@@ -325,11 +343,10 @@ pub(crate) struct Statements {
     /// VALUES list than unpacked from JSON (SQLite, whose `json_each` re-renders and re-parses
     /// every element once per column); `None` to use `insert_audit_json`.
     pub(crate) insert_audit_values: Option<&'static str>,
-    /// One self-contained statement that appends a batch of audit records and moves the head,
-    /// or fails as a whole when the head is not where the writer remembers it (see
-    /// `writer::append_audit_only`). Arguments: rows (JSON), new size, new chain hash, expected
-    /// size, row count. `None` where a statement cannot both insert and update (SQLite).
-    pub(crate) append_audit: Option<&'static str>,
+    /// How the writer appends a batch of audit records and nothing else in one round trip,
+    /// failing as a whole when the head is not where it remembers it (see
+    /// `writer::append_audit_only`).
+    pub(crate) append_audit: AuditAppend,
     pub(crate) audit_range: &'static str,
     pub(crate) audit_leaf_hashes: &'static str,
 

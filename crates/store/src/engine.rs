@@ -479,22 +479,43 @@ impl<D: Dialect> Store for SqlStore<D> {
     }
 
     async fn audit_leaf_hashes(&self, upto: u64) -> Result<Vec<[u8; 32]>, StoreError> {
-        let stmt = Stmt::new(D::SQL.audit_leaf_hashes).int(saturating_i64(upto));
+        let mut leaves = Vec::new();
+        loop {
+            let page = self
+                .audit_leaf_hashes_after(leaves.len() as u64, upto, crate::LEAF_PAGE)
+                .await?;
+            if page.is_empty() {
+                return Ok(leaves);
+            }
+            leaves.extend(page);
+        }
+    }
+
+    async fn audit_leaf_hashes_after(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let stmt = Stmt::new(D::SQL.audit_leaf_hashes)
+            .int(saturating_i64(after))
+            .int(saturating_i64(upto))
+            .int(i64::from(limit));
         let rows = self
             .all(stmt, |row| {
                 let c = Cols::<D>::new(row, "audit");
                 Ok((c.unsigned("seq")?, c.hash("leaf_hash")?))
             })
             .await?;
+        let mut expected = after;
         rows.into_iter()
-            .enumerate()
-            .map(|(i, (seq, leaf))| {
-                if seq == i as u64 + 1 {
+            .map(|(seq, leaf)| {
+                expected += 1;
+                if seq == expected {
                     Ok(leaf)
                 } else {
                     Err(StoreError::Corrupt(format!(
-                        "audit: record {} is missing",
-                        i + 1
+                        "audit: record {expected} is missing"
                     )))
                 }
             })

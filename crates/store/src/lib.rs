@@ -45,6 +45,9 @@ pub use trust::{TrustPolicyQuery, TrustPolicyRecord};
 pub use types::*;
 pub use usage::{IdRange, RiskQuery, RiskRecord, SourceDelta, UsageBatch, UsageDelta};
 
+/// Leaf hashes read per statement by [`Store::audit_leaf_hashes`] (about 1 MiB of hashes).
+pub const LEAF_PAGE: u32 = 32_768;
+
 /// Opens the store named by `url`: `sqlite://PATH` or `sqlite:PATH` (a file, created if missing),
 /// or `postgres://…` / `postgresql://…`. Applies migrations and starts the store's writer task,
 /// so it must be called inside a Tokio runtime.
@@ -167,8 +170,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records with `seq >= from_seq` in seq order, at most `limit`, exactly as stored
     /// (stored hashes included, not recomputed): the input of offline verification.
     async fn audit_range(&self, from_seq: u64, limit: u32) -> Result<Vec<AuditRecord>, StoreError>;
-    /// Stored leaf hashes of records `1..=upto`, in seq order (for Merkle roots and proofs).
+    /// Stored leaf hashes of records `1..=upto`, in seq order (for Merkle roots and proofs),
+    /// read in pages of [`LEAF_PAGE`] so that only the hashes are held, never the rows.
     async fn audit_leaf_hashes(&self, upto: u64) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Stored leaf hashes of records `after + 1 ..= min(upto, after + limit)`, in seq order:
+    /// how a caller that keeps its own Merkle tree catches up with the log.
+    async fn audit_leaf_hashes_after(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<[u8; 32]>, StoreError>;
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
 
     /// Notices of changes committed by any process sharing this database, so that caches are

@@ -640,6 +640,40 @@ pub(crate) async fn insert_audit<D: Dialect>(
 /// `head` followed by one parenthesized row of bound audit columns per record, in table order.
 fn audit_values<'r, D: Dialect>(head: &'static str, rows: &'r [AuditRow<'r>]) -> Stmt<'r> {
     let mut b = crate::dialect::SqlBuilder::<D>::new(head);
+    push_audit_rows(&mut b, rows);
+    b.build()
+}
+
+/// The script of [`crate::dialect::AuditAppend::Script`]: BEGIN, the rows as one multi-row
+/// insert, the head moved from `previous` to `next` (or the script failed), COMMIT.
+pub(crate) fn audit_script<'r, D: Dialect>(
+    begin: &'static str,
+    head: &[&'static str; 4],
+    rows: &'r [AuditRow<'r>],
+    previous: &AuditHead,
+    next: &AuditHead,
+) -> Result<Stmt<'r>, StoreError> {
+    let insert = D::SQL.insert_audit_values.ok_or_else(|| {
+        StoreError::Backend("internal error: an audit script needs a VALUES insert".into())
+    })?;
+    let mut b = crate::dialect::SqlBuilder::<D>::new(begin);
+    b.sql(insert);
+    push_audit_rows(&mut b, rows);
+    b.sql(head[0])
+        .arg(Arg::int(to_i64(next.size, "audit size")?))
+        .sql(head[1])
+        .arg(Arg::Bytes(Some(Cow::Owned(next.chain_hash.to_vec()))))
+        .sql(head[2])
+        .arg(Arg::int(to_i64(previous.size, "audit size")?))
+        .sql(head[3]);
+    Ok(b.build())
+}
+
+/// Appends one parenthesized row of bound audit columns per record, in table order.
+fn push_audit_rows<'r, D: Dialect>(
+    b: &mut crate::dialect::SqlBuilder<'r, D>,
+    rows: &'r [AuditRow<'r>],
+) {
     for (i, r) in rows.iter().enumerate() {
         let e = r.event;
         b.sql(if i == 0 { "(" } else { "), (" });
@@ -666,7 +700,6 @@ fn audit_values<'r, D: Dialect>(head: &'static str, rows: &'r [AuditRow<'r>]) ->
         }
     }
     b.sql(")");
-    b.build()
 }
 
 /// Inserts `rows` (each the bind arguments of one single-row insert, in column order) with one

@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row as _};
 use uuid::Uuid;
 
 use crate::dialect::{
-    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns,
-    credential_columns, identity_columns, owner_columns, signing_key_columns,
+    Arg, AuditAppend, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule,
+    audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns,
 };
 use crate::engine::SqlStore;
 use crate::writer::Writer;
@@ -385,7 +385,7 @@ static STATEMENTS: Statements = Statements {
     // Data-modifying CTEs run whether or not they are referenced, and the statement is atomic:
     // if the head moved (0 rows updated) the division by zero fails it, insert included. The
     // divisor depends on the CTEs, so the planner cannot fold it into an error up front.
-    append_audit: Some(concat!(
+    append_audit: AuditAppend::Statement(concat!(
         "WITH ins AS (INSERT INTO audit (",
         audit_columns!(),
         ") SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, (r ->> 5)::uuid, \
@@ -409,7 +409,7 @@ static STATEMENTS: Statements = Statements {
         audit_columns!(),
         " FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2"
     ),
-    audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq <= $1 ORDER BY seq",
+    audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
 
     // A transaction-scoped advisory lock (key: "steward\0" as a big-endian integer) taken by
     // every node before migrating, so concurrent starts apply each migration once.

@@ -14,8 +14,8 @@ use sqlx::{AssertSqlSafe, Connection, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::dialect::{
-    Arg, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule, audit_columns,
-    credential_columns, identity_columns, owner_columns, signing_key_columns,
+    Arg, AuditAppend, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule,
+    audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns,
 };
 use crate::engine::SqlStore;
 use crate::migrate::MIGRATIONS_TABLE;
@@ -63,28 +63,38 @@ pub async fn open_with(
     options: SqliteOptions,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let path = path.as_ref();
-    refuse_foreign_file(path).await?;
+    refuse_foreign_file(path, Patience::new(options.busy_timeout)).await?;
 
     let base = SqliteConnectOptions::new()
         .filename(path)
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true);
-    let writer_pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        // The writer's only connection: a ping before each batch would be one more round trip
-        // to the connection thread; a broken connection shows up as the batch's error anyway.
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(30))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connect_with(
-            base.clone()
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                // The writer walks the audit, usage and findings indexes on every batch.
-                .pragma("cache_size", WRITER_CACHE_KIB),
-        )
+    let patience = Patience::new(options.busy_timeout);
+    let writer_pool = patience
+        .retry_busy(|| {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                // The writer's only connection: a ping before each batch would be one more
+                // round trip to the connection thread; a broken connection shows up as the
+                // batch's error anyway.
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(30))
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(
+                    base.clone()
+                        .create_if_missing(true)
+                        .journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Full)
+                        // The writer walks the audit, usage and findings indexes on every batch.
+                        .pragma("cache_size", WRITER_CACHE_KIB)
+                        // A multi-row insert inside a batch keeps a statement journal (to undo
+                        // just that statement); on disk that is a temporary file created,
+                        // written and deleted for every batch, several times the cost of the
+                        // WAL writes themselves.
+                        .pragma("temp_store", "MEMORY"),
+                )
+        })
         .await
         .map_err(|e| open_error(path, e))?;
     {
@@ -96,16 +106,20 @@ pub async fn open_with(
             .await
             .map_err(|e| not_steward(path, e))?;
     }
-    let read_pool = SqlitePoolOptions::new()
-        .max_connections(options.read_connections.max(1))
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(
-            base.read_only(true)
-                .pragma("cache_size", READER_CACHE_KIB)
-                // Reads map the file instead of copying each page out of the OS cache (range
-                // reads of the findings job touch hundreds of thousands of pages).
-                .pragma("mmap_size", READER_MMAP_BYTES),
-        )
+    let read_pool = patience
+        .retry_busy(|| {
+            SqlitePoolOptions::new()
+                .max_connections(options.read_connections.max(1))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(
+                    base.clone()
+                        .read_only(true)
+                        .pragma("cache_size", READER_CACHE_KIB)
+                        // Reads map the file instead of copying each page out of the OS cache
+                        // (range reads of the findings job touch hundreds of thousands of pages).
+                        .pragma("mmap_size", READER_MMAP_BYTES),
+                )
+        })
         .await
         .map_err(|e| open_error(path, e))?;
     tracing::info!(path = %path.display(), "opened SQLite store");
@@ -126,6 +140,52 @@ fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
     }
 }
 
+/// How long opening a database keeps retrying while another process holds a lock on it.
+///
+/// Most lock waits go through SQLite's busy handler, but not all: switching a new file to WAL,
+/// recovering a WAL index, or closing the last connection (which checkpoints and removes the
+/// WAL) take locks that a concurrent connect meets as an immediate BUSY. Nodes starting
+/// together on one file hit exactly that, so the connection steps of opening retry BUSY with
+/// a growing pause until the same deadline the busy timeout gives statements.
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    deadline: std::time::Instant,
+}
+
+impl Patience {
+    fn new(busy_timeout: Duration) -> Self {
+        Self {
+            deadline: std::time::Instant::now() + busy_timeout,
+        }
+    }
+
+    async fn retry_busy<T, F, Fut>(&self, mut attempt: F) -> Result<T, sqlx::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            match attempt().await {
+                Err(e) if is_busy(&e) && std::time::Instant::now() + pause < self.deadline => {
+                    tracing::debug!(error = %e, "database busy while opening; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// SQLITE_BUSY in any of its extended forms (the primary code is the low byte).
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == 5)
+}
+
 fn not_steward(path: &Path, e: StoreError) -> StoreError {
     match e {
         StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
@@ -134,7 +194,7 @@ fn not_steward(path: &Path, e: StoreError) -> StoreError {
 }
 
 /// Refuses, without modifying it, an existing file that is not a Steward database.
-async fn refuse_foreign_file(path: &Path) -> Result<(), StoreError> {
+async fn refuse_foreign_file(path: &Path, patience: Patience) -> Result<(), StoreError> {
     match tokio::fs::metadata(path).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -147,7 +207,8 @@ async fn refuse_foreign_file(path: &Path) -> Result<(), StoreError> {
     }
     // Read-only and without journal-mode changes: a foreign file must not be altered.
     let options = SqliteConnectOptions::new().filename(path).read_only(true);
-    let mut conn = SqliteConnection::connect_with(&options)
+    let mut conn = patience
+        .retry_busy(|| SqliteConnection::connect_with(&options))
         .await
         .map_err(|e| open_error(path, e))?;
     let tables: Result<Vec<String>, sqlx::Error> =
@@ -450,7 +511,20 @@ static STATEMENTS: Statements = Statements {
     // The writer's BEGIN IMMEDIATE already excludes every other writer.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1",
     store_head: "UPDATE audit_head SET size = ?, chain_hash = ? WHERE id = 1 AND size = ?",
-    append_audit: None,
+    // The head update changes one row unless another writer moved the head; then the guard
+    // re-inserts the head row, whose key exists, and the script fails before COMMIT. A moved
+    // head also collides with the audit rows' sequence numbers, which would fail it earlier.
+    append_audit: AuditAppend::Script {
+        begin: "BEGIN IMMEDIATE; ",
+        head: [
+            "; UPDATE audit_head SET size = ",
+            ", chain_hash = ",
+            " WHERE id = 1 AND size = ",
+            "; INSERT INTO audit_head (id, size, chain_hash) SELECT 1, 0, zeroblob(32) \
+             WHERE changes() <> 1; COMMIT",
+        ],
+        rollback: "ROLLBACK",
+    },
     insert_audit_values: Some(concat!(
         "INSERT INTO audit (",
         audit_columns!(),
@@ -468,7 +542,7 @@ static STATEMENTS: Statements = Statements {
         audit_columns!(),
         " FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?"
     ),
-    audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq <= ? ORDER BY seq",
+    audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
 
     migration_lock: None,
     create_migrations_table: "CREATE TABLE IF NOT EXISTS steward_schema_migrations (\

@@ -23,11 +23,12 @@
 
 use std::time::Instant;
 
+use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Pool};
 use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dialect::{Conn, Dialect};
+use crate::dialect::{AuditAppend, Conn, Dialect};
 use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
@@ -161,17 +162,40 @@ impl Writer {
 }
 
 /// What the writer carries from one batch to the next.
-struct WriterState {
+struct WriterState<D: Dialect> {
     /// The audit head as of this writer's last committed batch, forgotten after any failed one.
-    /// SQLite starts every batch from it instead of reading the head; PostgreSQL uses it only
-    /// for one-statement audit appends (`append_audit_only`). Either way the head update is
+    /// Audit-only batches start from it (`append_audit_only`), and SQLite starts every other
+    /// batch from it too instead of reading the head. Either way the head update is
     /// conditional on the size it started from, so a head moved by another writer fails the
     /// batch (which then reruns from a fresh read) instead of forking the chain.
     head: Option<AuditHead>,
+    /// The writer's connection, taken from the pool once and kept: handing it back after every
+    /// batch and taking it again cost about half a millisecond per batch (a task hand-off in
+    /// the pool) when a whole audit-only batch takes one or two. Dropped after a failed batch,
+    /// so that the next one starts on a fresh connection.
+    conn: Option<PoolConnection<D::Db>>,
+}
+
+/// The kept connection, or a new one from the pool.
+async fn connection<'s, D: Dialect>(
+    slot: &'s mut Option<PoolConnection<D::Db>>,
+    pool: &Pool<D::Db>,
+) -> Result<&'s mut PoolConnection<D::Db>, BatchError> {
+    Ok(match slot {
+        Some(conn) => conn,
+        None => slot.insert(
+            pool.acquire()
+                .await
+                .map_err(|e| BatchError::Aborted(ops::db_error::<D>(e)))?,
+        ),
+    })
 }
 
 async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
-    let mut state = WriterState { head: None };
+    let mut state = WriterState::<D> {
+        head: None,
+        conn: None,
+    };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let started = Instant::now();
@@ -187,6 +211,8 @@ async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
             let _ = job.reply.send(result);
         }
     }
+    // Back to the pool first: closing waits for every connection to return.
+    drop(state.conn.take());
     pool.close().await;
 }
 
@@ -203,13 +229,17 @@ enum BatchError {
 
 async fn process<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState,
+    state: &mut WriterState<D>,
     jobs: &[Job],
 ) -> Vec<Result<Done, StoreError>> {
     let first = match run_batch::<D>(pool, state, jobs).await {
         Err(BatchError::StaleHead) => run_batch::<D>(pool, state, jobs).await,
         other => other,
     };
+    if first.is_err() {
+        // Whatever failed may have left the connection in a state worth not reusing.
+        drop(state.conn.take());
+    }
     match first {
         Ok(results) => results,
         // An unexpected statement error (not unavailability, contention or corruption, which
@@ -283,21 +313,24 @@ async fn apply_all<D: Dialect>(
 
 async fn run_batch<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState,
+    state: &mut WriterState<D>,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     // Forgotten unless this batch commits (see `WriterState::head`).
     let remembered = state.head.take();
-    if let (Some(sql), Some(head)) = (D::SQL.append_audit, remembered)
+    if let Some(head) = remembered
         && jobs
             .iter()
             .all(|j| matches!(&j.work, Work::Change(c) if c.mutations.is_empty()))
     {
-        return append_audit_only::<D>(pool, state, jobs, head, sql).await;
+        return append_audit_only::<D>(pool, state, jobs, head).await;
     }
     let abort = |e: sqlx::Error| BatchError::Aborted(ops::db_error::<D>(e));
     crate::dialect::count_round_trips(1);
-    let mut tx = pool.begin_with(D::BEGIN).await.map_err(abort)?;
+    let conn = connection::<D>(&mut state.conn, pool).await?;
+    let mut tx = Connection::begin_with(&mut **conn, D::BEGIN)
+        .await
+        .map_err(abort)?;
 
     // Phase 1: mutations (a savepoint per change), claims and purges. `None` marks a change whose
     // audit events still need sequence numbers.
@@ -417,45 +450,68 @@ async fn run_batch<D: Dialect>(
 }
 
 /// The common batch of a busy server, audit records and nothing else (token issuance,
-/// decisions), where the dialect can do it in one statement: one round trip to the database
-/// instead of five (BEGIN, locked head read, insert, head update, COMMIT). It starts from the
-/// head this writer remembers; if another node moved it, the statement fails as a whole and the
-/// batch reruns on the general path, which locks and reads the head.
+/// decisions), in one round trip to the database instead of five (BEGIN, head read, insert,
+/// head update, COMMIT): one statement on PostgreSQL, one script on SQLite (see
+/// [`AuditAppend`]). It starts from the head this writer remembers; if another writer moved
+/// it, nothing is written and the batch reruns on the general path, which reads the head.
 async fn append_audit_only<D: Dialect>(
     pool: &Pool<D::Db>,
-    state: &mut WriterState,
+    state: &mut WriterState<D>,
     jobs: &[Job],
     head: AuditHead,
-    sql: &'static str,
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     let events = jobs.iter().filter_map(|j| match &j.work {
         Work::Change(c) => Some(c.audit.as_slice()),
         _ => None,
     });
     let (rows, next) = chain_events(head, events)?;
-    let json = ops::audit_json(&rows).map_err(BatchError::Aborted)?;
-    let count = rows.len();
-    let stmt = crate::dialect::Stmt::new(sql)
-        .owned_text(json)
-        .int(ops::to_i64(next.size, "audit size").map_err(BatchError::Aborted)?)
-        .bytes(&next.chain_hash)
-        .int(ops::to_i64(head.size, "audit size").map_err(BatchError::Aborted)?)
-        .int(ops::to_i64(count as u64, "audit batch size").map_err(BatchError::Aborted)?);
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(|e| BatchError::Aborted(ops::db_error::<D>(e)))?;
-    match D::fetch_optional(&mut conn, stmt).await {
-        Ok(Some(_)) => {}
-        // The database refused the statement (moved head, duplicate seq): nothing was written.
-        Err(sqlx::Error::Database(_)) => return Err(BatchError::StaleHead),
-        Ok(None) => {
-            return Err(BatchError::Commit(StoreError::Backend(
-                "audit append returned no row".into(),
-            )));
+    let conn = connection::<D>(&mut state.conn, pool).await?;
+    crate::dialect::count_round_trips(1);
+    match D::SQL.append_audit {
+        AuditAppend::Statement(sql) => {
+            let json = ops::audit_json(&rows).map_err(BatchError::Aborted)?;
+            let to_i64 = |n: u64, what| ops::to_i64(n, what).map_err(BatchError::Aborted);
+            let stmt = crate::dialect::Stmt::new(sql)
+                .owned_text(json)
+                .int(to_i64(next.size, "audit size")?)
+                .bytes(&next.chain_hash)
+                .int(to_i64(head.size, "audit size")?)
+                .int(to_i64(rows.len() as u64, "audit batch size")?);
+            match D::fetch_optional(conn, stmt).await {
+                Ok(Some(_)) => {}
+                // The database refused the statement (moved head, duplicate seq): nothing
+                // was written.
+                Err(sqlx::Error::Database(_)) => return Err(BatchError::StaleHead),
+                Ok(None) => {
+                    return Err(BatchError::Commit(StoreError::Backend(
+                        "audit append returned no row".into(),
+                    )));
+                }
+                // The connection failed: the statement may or may not have committed.
+                Err(e) => return Err(BatchError::Commit(ops::db_error::<D>(e))),
+            }
         }
-        // The connection failed: the statement may or may not have committed.
-        Err(e) => return Err(BatchError::Commit(ops::db_error::<D>(e))),
+        AuditAppend::Script {
+            begin,
+            head: fragments,
+            rollback,
+        } => {
+            let stmt = ops::audit_script::<D>(begin, &fragments, &rows, &head, &next)
+                .map_err(BatchError::Aborted)?;
+            if let Err(e) = D::exec(conn, stmt).await {
+                // A statement of the script failed, so COMMIT did not run or did not succeed:
+                // end the transaction it left open. If that fails too (no transaction was
+                // open, or the connection is broken), the batch's failure drops the
+                // connection, so the next batch starts on a fresh one.
+                crate::dialect::count_round_trips(1);
+                let _ = D::exec(conn, crate::dialect::Stmt::new(rollback)).await;
+                return Err(match e {
+                    sqlx::Error::Database(_) => BatchError::StaleHead,
+                    // The connection thread failed: whether COMMIT ran is unknown.
+                    e => BatchError::Commit(ops::db_error::<D>(e)),
+                });
+            }
+        }
     }
     state.head = Some(next);
     let mut seq = head.size;

@@ -786,3 +786,49 @@ async fn not_ready_refuses_writes_but_serves_what_needs_no_database() {
     let (s, _, _) = t.token_basic(&id, &secret, &[]).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+// ------------------------------------------------------------------ checkpoints
+
+/// A checkpoint extends the node's kept Merkle tree with the records appended since the last
+/// one (across several read pages), and its root is the root of the whole log.
+#[tokio::test]
+async fn checkpoints_extend_the_tree_with_new_records_only() {
+    let t = TestServer::start().await;
+    let s = &t.server.state;
+    let store = s.store.as_ref();
+    let event = |n: usize| {
+        steward_core::AuditEvent::new(
+            t.clock_now(),
+            "checkpoint-test",
+            format!("test.event{}", n % 3),
+            steward_core::Outcome::Success,
+        )
+    };
+    let root_of_log = || async {
+        let head = store.audit_head().await.unwrap();
+        let leaves = store.audit_leaf_hashes(head.size).await.unwrap();
+        (head.size, steward_crypto::merkle::root(&leaves))
+    };
+    let first = s.checkpoint().await.unwrap();
+    assert_eq!((first.size, first.root_hash), root_of_log().await);
+    // More records than one page of the catch-up read.
+    for chunk in 0..3 {
+        let mut change = steward_store::Change::new();
+        for n in 0..2_000 {
+            change = change.audit(event(chunk * 2_000 + n));
+        }
+        store.commit(change).await.unwrap();
+    }
+    let second = s.checkpoint().await.unwrap();
+    assert_eq!(second.size, first.size + 6_000);
+    assert_eq!((second.size, second.root_hash), root_of_log().await);
+    // Nothing new: the same checkpoint; one more record: a new root.
+    assert_eq!(s.checkpoint().await.unwrap(), second);
+    store
+        .commit(steward_store::Change::audit_only(event(0)))
+        .await
+        .unwrap();
+    let third = s.checkpoint().await.unwrap();
+    assert_eq!((third.size, third.root_hash), root_of_log().await);
+    assert_ne!(third.root_hash, second.root_hash);
+}

@@ -417,3 +417,53 @@ pub async fn poisoned_change_fails_alone(db: Arc<TestDb>) {
     assert_contiguous(seqs.iter().copied(), 1, 199);
     assert_eq!(verify_chain(&store).await, 199);
 }
+
+pub async fn moved_head_fails_the_one_round_trip_append(db: Arc<TestDb>) {
+    let store = db.open().await;
+    // The first batch reads the head; from then on the writer remembers it and appends
+    // audit-only batches in one round trip (one statement, or one script on SQLite).
+    assert_eq!(
+        commit(&store, Change::audit_only(event("a.one"))).await,
+        vec![1]
+    );
+    assert_eq!(
+        commit(&store, Change::audit_only(event("a.two"))).await,
+        vec![2]
+    );
+    // Another writer moves the head without this one knowing. No row collides with the next
+    // sequence number this writer would use, so only the head check can catch it.
+    db.run_script(
+        "UPDATE audit_head SET size = 7 WHERE id = 1",
+        "UPDATE audit_head SET size = 7 WHERE id = 1",
+    )
+    .await;
+    // The append from the stale head writes nothing; the batch reruns from the head it reads.
+    assert_eq!(
+        commit(&store, Change::audit_only(event("a.three"))).await,
+        vec![8]
+    );
+    let seqs: Vec<u64> = store
+        .audit_range(1, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 8], "nothing landed at the stale position");
+    // The connection is still usable for both paths.
+    assert_eq!(
+        commit(&store, Change::audit_only(event("a.four"))).await,
+        vec![9]
+    );
+    let o = owner("team");
+    assert_eq!(
+        commit(
+            &store,
+            Change::new()
+                .with(Mutation::InsertOwner(o.clone()))
+                .audit(event("owner.create"))
+        )
+        .await,
+        vec![10]
+    );
+}

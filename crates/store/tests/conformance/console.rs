@@ -325,18 +325,7 @@ pub async fn console_identity_and_finding_stats(store: Arc<dyn Store>) {
 }
 
 fn all(now: time::OffsetDateTime) -> IdentityQuery {
-    IdentityQuery {
-        owner_id: None,
-        environment: None,
-        kind: None,
-        status: None,
-        name: None,
-        search: None,
-        vendor: None,
-        after: None,
-        limit: 0,
-        now,
-    }
+    IdentityQuery::all(None, 0, now)
 }
 
 pub async fn console_name_prefix_search(store: Arc<dyn Store>) {

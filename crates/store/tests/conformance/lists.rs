@@ -11,18 +11,7 @@ use uuid::Uuid;
 use crate::support::{T0, at, commit, identity, owner};
 
 fn query() -> IdentityQuery {
-    IdentityQuery {
-        owner_id: None,
-        environment: None,
-        kind: None,
-        status: None,
-        name: None,
-        search: None,
-        vendor: None,
-        after: None,
-        limit: 0,
-        now: T0,
-    }
+    IdentityQuery::all(None, 0, T0)
 }
 
 async fn names(store: &Arc<dyn Store>, q: IdentityQuery) -> BTreeSet<String> {

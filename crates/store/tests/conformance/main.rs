@@ -89,6 +89,7 @@ conformance! {
         commits::reopen_keeps_everything,
         commits::concurrent_opens_migrate_once,
         commits::poisoned_change_fails_alone,
+        commits::moved_head_fails_the_one_round_trip_append,
         leases::two_nodes_contend_for_leases,
     }
 }
