@@ -703,6 +703,17 @@ impl KeySet {
     /// Does NOT check exp/iss/aud — callers do.
     pub fn verify(&self, token: &str, expected_typ: Option<&str>) -> Result<Decoded, CryptoError> {
         let d = decode(token)?;
+        self.verify_decoded(&d, expected_typ)?;
+        Ok(d)
+    }
+
+    /// [`JwkSet::verify`] for a token the caller has already decoded (so that a caller that
+    /// must read the claims first, to pick the key set, parses the token once).
+    pub fn verify_decoded(
+        &self,
+        d: &Decoded,
+        expected_typ: Option<&str>,
+    ) -> Result<(), CryptoError> {
         let kid = d.kid().ok_or_else(|| malformed("token has no kid"))?;
         let entry = self.keys.get(kid).ok_or(CryptoError::KeyNotFound)?;
         if entry.alg.is_some_and(|a| a != d.alg) {
@@ -724,7 +735,7 @@ impl KeySet {
                 .map_err(|_| CryptoError::BadSignature)?,
             None => verify_raw(d.alg, &entry.key, d.signing_input(), d.signature())?,
         }
-        Ok(d)
+        Ok(())
     }
 }
 

@@ -279,6 +279,10 @@ fn run(
     Ok(row)
 }
 
+/// The allocator the `steward` binary uses, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), String> {
     steward_server::install_crypto_provider();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());

@@ -7,8 +7,9 @@
 //! verifies the signature, registered claims, preset and rules, signs a new token, and
 //! group-commits its audit record before answering — as in production. Environment:
 //! `STEWARD_BENCH_SECS` (5), `STEWARD_BENCH_WARMUP_SECS` (2), `STEWARD_BENCH_CLIENTS` (64
-//! connections), `STEWARD_BENCH_CLIENT_THREADS` (1), `STEWARD_BENCH_SERVER_THREADS` (cores).
-//! Results go to stdout and `target/bench-results/exchange.md`.
+//! connections), `STEWARD_BENCH_CLIENT_THREADS` (1), `STEWARD_BENCH_SERVER_THREADS` (cores),
+//! `STEWARD_BENCH_ROUNDS` (3: every row runs once per round, rounds interleaved, and the table
+//! shows the median round and the range). Results go to stdout and `target/bench-results/exchange.md`.
 
 #[allow(dead_code)]
 #[path = "http/load.rs"]
@@ -52,11 +53,40 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+/// One request kind over several rounds: the median round (by throughput), the range, and
+/// the errors of every round.
+struct Spread {
+    median: row::Row,
+    min: f64,
+    max: f64,
+    errors: u64,
+}
+
+impl Spread {
+    fn of(mut rounds: Vec<row::Row>) -> Option<Self> {
+        rounds.sort_by(|a, b| a.ops.total_cmp(&b.ops));
+        let min = rounds.first()?.ops;
+        let max = rounds.last()?.ops;
+        let errors = rounds.iter().map(|r| r.errors).sum();
+        let median = rounds.swap_remove(rounds.len() / 2);
+        Some(Self {
+            median,
+            min,
+            max,
+            errors,
+        })
+    }
+}
+
 fn form_encode(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish()
 }
+
+/// The allocator the `steward` binary uses, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     if let Err(e) = run() {
@@ -317,40 +347,56 @@ fn run() -> Result<(), String> {
         warmup,
         measure,
     };
-    let run_row = |what: &str, make: MakeRequest| row::measure(&rt, &setup, what, make);
-    let rows = vec![
-        run_row("no-op `GET /_noop` (baseline, same run)", noop)?,
-        run_row(
+    // Each kind runs in every round, rounds interleaved, and the median round is reported: on
+    // a shared 2-core machine one window can lose a third of its rate to a neighbour, and
+    // interleaving spreads such a spell over every kind instead of sinking one row.
+    let kinds: Vec<(&str, MakeRequest)> = vec![
+        ("no-op `GET /_noop` (baseline, same run)", noop),
+        (
             "token exchange: GitHub Actions JWT, RS256, cached JWKS",
             exchange(rs256),
-        )?,
-        run_row(
+        ),
+        (
             "token exchange: GitHub Actions JWT, EdDSA, cached JWKS",
             exchange(eddsa),
-        )?,
-        run_row(
+        ),
+        (
             "token exchange: down-scoping a Steward token",
             exchange(downscope),
-        )?,
+        ),
     ];
+    let mut rounds: Vec<Vec<row::Row>> = kinds.iter().map(|_| Vec::new()).collect();
+    for _ in 0..env_or("STEWARD_BENCH_ROUNDS", 3usize).max(1) {
+        for ((what, make), out) in kinds.iter().zip(rounds.iter_mut()) {
+            out.push(row::measure(&rt, &setup, what, make.clone())?);
+        }
+    }
+    let rows: Vec<Spread> = rounds.into_iter().filter_map(Spread::of).collect();
     let jwks_fetches = fetches.load(Ordering::SeqCst);
 
-    let noop = rows.first().map_or(1.0, |r| r.ops.max(1.0));
+    let noop = rows.first().map_or(1.0, |r| r.median.ops.max(1.0));
     let mut md = String::from(
-        "| measurement | concurrency | exchanges/s | p50 | p99 | vs no-op |\n|---|---:|---:|---:|---:|---:|\n",
+        "| measurement | concurrency | exchanges/s (median round) | range over rounds | p50 | p99 | vs no-op |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
     );
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
-    for r in &rows {
+    for Spread {
+        median: r,
+        min,
+        max,
+        errors,
+    } in &rows
+    {
         let _ = writeln!(
             md,
-            "| {} | {clients} | {:.0} | {} | {} | {:.0} % |{}",
+            "| {} | {clients} | {:.0} | {min:.0}–{max:.0} | {} | {} | {:.0} % |{}",
             r.what,
             r.ops,
             ms(r.p50),
             ms(r.p99),
             r.ops * 100.0 / noop,
-            if r.errors > 0 {
-                format!(" ({} errors)", r.errors)
+            if *errors > 0 {
+                format!(" ({errors} errors)")
             } else {
                 String::new()
             }

@@ -706,6 +706,10 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// The allocator the `steward` binary uses, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("findings bench failed: {e}");

@@ -606,6 +606,10 @@ fn run(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The allocator the `steward` binary uses, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let result = parse_args().and_then(|args| {
         if args.readme_only {

@@ -281,19 +281,22 @@ fn soak_markdown(md: &mut String, soak: &SoakReport) {
     );
     let _ = writeln!(
         md,
-        "| at | tokens/s | p50 | p99 | errors | RSS |\n|---:|---:|---:|---:|---:|---:|"
+        "| at | tokens/s | p50 | p99 | errors | RSS | anonymous | file-backed |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|"
     );
+    let mib = |v: Option<f64>| v.map_or_else(|| "–".into(), |r| format!("{r:.1} MiB"));
     for x in samples {
         let _ = writeln!(
             md,
-            "| {:.0} s | {} | {} | {} | {} | {} |",
+            "| {:.0} s | {} | {} | {} | {} | {} | {} | {} |",
             x.at_secs,
             thousands(x.ok as f64 / every),
             ms(x.p50),
             ms(x.p99),
             x.errors,
-            x.rss_mib
-                .map_or_else(|| "–".into(), |r| format!("{r:.1} MiB"))
+            mib(x.rss_mib),
+            mib(x.anon_mib),
+            mib(x.file_mib),
         );
     }
     // Warm-up: the first sample.
@@ -308,6 +311,19 @@ fn soak_markdown(md: &mut String, soak: &SoakReport) {
             "\nMemory after warm-up: {first:.1} → {last:.1} MiB ({growth:+.1} %, peak {max:.1} MiB); target: less \
              than 10 % growth — {}.",
             if growth < 10.0 { "met" } else { "not met" }
+        );
+    }
+    // The split tells a leak (anonymous memory) from the database's pages mapped by readers
+    // (file-backed: the OS page cache, reclaimable) and SQLite's bounded page caches filling.
+    let anon: Vec<f64> = after.iter().filter_map(|x| x.anon_mib).collect();
+    let file: Vec<f64> = after.iter().filter_map(|x| x.file_mib).collect();
+    if let (Some(a0), Some(a1), Some(f0), Some(f1)) =
+        (anon.first(), anon.last(), file.first(), file.last())
+    {
+        let _ = writeln!(
+            md,
+            "Of which anonymous {a0:.1} → {a1:.1} MiB ({:+.1} %), file-backed {f0:.1} → {f1:.1} MiB.",
+            100.0 * (a1 - a0) / a0.max(1e-9)
         );
     }
     if !p99.is_empty() {

@@ -18,6 +18,10 @@ pub struct Sample {
     pub p99: Option<f64>,
     /// Resident set size of this process (server and load generator) at the interval's end, MiB.
     pub rss_mib: Option<f64>,
+    /// The anonymous part of it (heap, SQLite's page caches), MiB: where a leak would show.
+    pub anon_mib: Option<f64>,
+    /// The file-backed part (pages of the database file that read connections map), MiB.
+    pub file_mib: Option<f64>,
 }
 
 #[derive(Default)]
@@ -42,8 +46,13 @@ pub struct Soak {
 
 /// Resident set size of this process, MiB (Linux `/proc`).
 pub fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS:`, `RssAnon:`, `RssFile:`), in MiB.
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -132,15 +141,19 @@ pub fn run(plan: Soak) -> Result<Vec<Sample>, String> {
             p50: percentile_ms(&lat, 0.5),
             p99: percentile_ms(&lat, 0.99),
             rss_mib: rss_mib(),
+            anon_mib: status_mib("RssAnon:"),
+            file_mib: status_mib("RssFile:"),
         };
         eprintln!(
-            "soak {:>5.0} s: {:.0}/s, p50 {}, p99 {}, errors {}, RSS {:.1} MiB",
+            "soak {:>5.0} s: {:.0}/s, p50 {}, p99 {}, errors {}, RSS {:.1} MiB (anonymous {:.1}, file {:.1})",
             s.at_secs,
             s.ok as f64 / plan.every.as_secs_f64(),
             crate::results::ms(s.p50),
             crate::results::ms(s.p99),
             s.errors,
-            s.rss_mib.unwrap_or(0.0)
+            s.rss_mib.unwrap_or(0.0),
+            s.anon_mib.unwrap_or(0.0),
+            s.file_mib.unwrap_or(0.0)
         );
         samples.push(s);
     }

@@ -641,7 +641,6 @@ impl Inner {
     async fn run_policy(
         &self,
         lp: &LoadedPolicy,
-        token: &str,
         decoded: &Decoded,
         now: OffsetDateTime,
         explain: bool,
@@ -687,7 +686,7 @@ impl Inner {
             }
         };
         run.pass("keys", format!("{} key(s) available", keys.len()));
-        if let Err(e) = keys.verify(token, None) {
+        if let Err(e) = keys.verify_decoded(decoded, None) {
             let mut detail = crypto_detail(&e, decoded.kid());
             if let Some(n) = note {
                 detail = format!("{detail} ({n})");
@@ -772,7 +771,7 @@ impl Inner {
                 });
             }
         };
-        let mut run = self.run_policy(&lp, token, &decoded, now, true).await;
+        let mut run = self.run_policy(&lp, &decoded, now, true).await;
         if run.failure.is_none() {
             match self.identity(identity).await? {
                 Some(i) => match i.check_can_authenticate(now) {
@@ -881,7 +880,7 @@ impl Inner {
         let mut accepted: Vec<(&Arc<LoadedPolicy>, usize)> = Vec::new();
         let mut failures: Vec<(String, Outcome, String)> = Vec::new();
         for lp in candidates {
-            let run = self.run_policy(lp, token, &decoded, now, false).await;
+            let run = self.run_policy(lp, &decoded, now, false).await;
             match run.failure {
                 None => accepted.push((lp, run.matched_rule.unwrap_or_default())),
                 Some((o, r)) => failures.push((lp.policy.spec.name.clone(), o, r)),
