@@ -707,7 +707,7 @@ impl KeySet {
         Ok(d)
     }
 
-    /// [`JwkSet::verify`] for a token the caller has already decoded (so that a caller that
+    /// [`KeySet::verify`] for a token the caller has already decoded (so that a caller that
     /// must read the claims first, to pick the key set, parses the token once).
     pub fn verify_decoded(
         &self,

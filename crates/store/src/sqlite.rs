@@ -63,13 +63,14 @@ pub async fn open_with(
     options: SqliteOptions,
 ) -> Result<Arc<dyn Store>, StoreError> {
     let path = path.as_ref();
-    refuse_foreign_file(path, Patience::new(options.busy_timeout)).await?;
+    // One deadline for every connection step of opening, like the busy timeout of a statement.
+    let patience = Patience::new(options.busy_timeout);
+    refuse_foreign_file(path, patience).await?;
 
     let base = SqliteConnectOptions::new()
         .filename(path)
         .busy_timeout(options.busy_timeout)
         .foreign_keys(true);
-    let patience = Patience::new(options.busy_timeout);
     let writer_pool = patience
         .retry_busy(|| {
             SqlitePoolOptions::new()
