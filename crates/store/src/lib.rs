@@ -15,6 +15,7 @@ mod authz;
 mod claims;
 mod console;
 mod dialect;
+mod direct;
 mod engine;
 mod findings;
 mod leases;

@@ -105,7 +105,7 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         })
         .connect_lazy_with(connect);
     tracing::info!(database = %target, "opened PostgreSQL store");
-    let writer = Writer::spawn::<PgDialect>(writer_pool);
+    let writer = Writer::spawn::<PgDialect>(writer_pool, None);
     let hub = Arc::new(NoticeHub {
         url: url.to_owned(),
         tx: tokio::sync::broadcast::channel(4096).0,

@@ -123,8 +123,17 @@ pub async fn open_with(
         })
         .await
         .map_err(|e| open_error(path, e))?;
+    // An optimization only: without it, audit-only batches go through sqlx like the rest.
+    let direct = match crate::direct::DirectAudit::open(path, options.busy_timeout) {
+        Ok(direct) => Some(direct),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e,
+                "audit batches will go through the pooled connection");
+            None
+        }
+    };
     tracing::info!(path = %path.display(), "opened SQLite store");
-    let writer = Writer::spawn::<SqliteDialect>(writer_pool);
+    let writer = Writer::spawn::<SqliteDialect>(writer_pool, direct);
     Ok(Arc::new(SqlStore::<SqliteDialect>::new(read_pool, writer)))
 }
 

@@ -29,6 +29,7 @@ use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dialect::{AuditAppend, Conn, Dialect};
+use crate::direct::{DirectAudit, DirectError};
 use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
@@ -88,7 +89,10 @@ impl Writer {
     /// database a dozen times (BEGIN, statements, COMMIT); on the server's shared runtime each of
     /// those wake-ups would queue behind every request task, so under load a transaction would
     /// spend most of its time waiting to be polled rather than writing.
-    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>) -> Self {
+    ///
+    /// `direct`, when given, writes audit-only batches on the writer's own thread (SQLite; see
+    /// [`DirectAudit`]).
+    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>, direct: Option<DirectAudit>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -96,7 +100,7 @@ impl Writer {
         let started = runtime.map_err(|e| e.to_string()).and_then(|rt| {
             std::thread::Builder::new()
                 .name(format!("steward-writer-{}", D::NAME))
-                .spawn(move || rt.block_on(run::<D>(pool, rx)))
+                .spawn(move || rt.block_on(run::<D>(pool, direct, rx)))
                 .map_err(|e| e.to_string())
         });
         // Without its thread the queue is closed: every write fails as unavailable.
@@ -174,6 +178,8 @@ struct WriterState<D: Dialect> {
     /// the pool) when a whole audit-only batch takes one or two. Dropped after a failed batch,
     /// so that the next one starts on a fresh connection.
     conn: Option<PoolConnection<D::Db>>,
+    /// The backend's own connection for audit-only batches, used on this thread (SQLite).
+    direct: Option<DirectAudit>,
 }
 
 /// The kept connection, or a new one from the pool.
@@ -191,10 +197,15 @@ async fn connection<'s, D: Dialect>(
     })
 }
 
-async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
+async fn run<D: Dialect>(
+    pool: Pool<D::Db>,
+    direct: Option<DirectAudit>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let mut state = WriterState::<D> {
         head: None,
         conn: None,
+        direct,
     };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
@@ -213,6 +224,7 @@ async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<Job>) {
     }
     // Back to the pool first: closing waits for every connection to return.
     drop(state.conn.take());
+    drop(state.direct.take());
     pool.close().await;
 }
 
@@ -465,8 +477,18 @@ async fn append_audit_only<D: Dialect>(
         _ => None,
     });
     let (rows, next) = chain_events(head, events)?;
-    let conn = connection::<D>(&mut state.conn, pool).await?;
     crate::dialect::count_round_trips(1);
+    if let Some(direct) = state.direct.as_mut() {
+        // Synchronous on purpose: this thread and its runtime exist for this writer alone.
+        direct.append(&rows, &head, &next).map_err(|e| match e {
+            DirectError::StaleHead => BatchError::StaleHead,
+            DirectError::Aborted(e) => BatchError::Aborted(e),
+            DirectError::Commit(e) => BatchError::Commit(e),
+        })?;
+        state.head = Some(next);
+        return Ok(seqs_in_order(jobs, head.size));
+    }
+    let conn = connection::<D>(&mut state.conn, pool).await?;
     match D::SQL.append_audit {
         AuditAppend::Statement(sql) => {
             let json = ops::audit_json(&rows).map_err(BatchError::Aborted)?;
@@ -514,9 +536,14 @@ async fn append_audit_only<D: Dialect>(
         }
     }
     state.head = Some(next);
-    let mut seq = head.size;
-    Ok(jobs
-        .iter()
+    Ok(seqs_in_order(jobs, head.size))
+}
+
+/// The answers to an audit-only batch appended after a log of `size` records: each change's
+/// sequence numbers, in queue order.
+fn seqs_in_order(jobs: &[Job], size: u64) -> Vec<Result<Done, StoreError>> {
+    let mut seq = size;
+    jobs.iter()
         .map(|j| match &j.work {
             Work::Change(c) => {
                 let n = c.audit.len() as u64;
@@ -526,7 +553,7 @@ async fn append_audit_only<D: Dialect>(
             }
             _ => Err(unexpected_reply()),
         })
-        .collect())
+        .collect()
 }
 
 /// Assigns sequence numbers after `head` and computes each record's leaf and chain hash.

@@ -1,0 +1,271 @@
+//! The SQLite writer's direct connection: audit-only batches (token issuance, decisions, refusals)
+//! written on the writer's own thread through cached prepared statements, with no hand-off.
+//!
+//! sqlx runs every SQLite connection on a worker thread of its own and sends it each command over
+//! a channel, so a batch written through sqlx costs two thread wake-ups per command, and on a busy
+//! two-core machine each wake-up waits for a core behind the request workers. This connection is
+//! opened on the same file (after migrations, in WAL mode, `synchronous = FULL`) and used only by
+//! the writer, one batch at a time, so the writer's two connections never write concurrently. A
+//! batch here is the same transaction the general path would run: the rows, then the head moved
+//! only if it is still where this writer left it (so another writer on the same file makes the
+//! batch write nothing and rerun from a fresh read), then COMMIT, which returns once the WAL is
+//! synced. Every other kind of batch keeps going through sqlx.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, params};
+
+use crate::dialect::audit_columns;
+use crate::ops::AuditRow;
+use crate::{AuditHead, StoreError};
+
+const INSERT_AUDIT: &str = concat!(
+    "INSERT INTO audit (",
+    audit_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+);
+const MOVE_HEAD: &str =
+    "UPDATE audit_head SET size = ?1, chain_hash = ?2 WHERE id = 1 AND size = ?3";
+
+/// Why a direct batch did not commit.
+#[derive(Debug)]
+pub(crate) enum DirectError {
+    /// Nothing was written: the head had moved, or a row clashed with one another writer
+    /// appended. The batch should rerun from a head read from the database.
+    StaleHead,
+    /// Nothing was written.
+    Aborted(StoreError),
+    /// COMMIT failed: whether the batch is on disk is unknown.
+    Commit(StoreError),
+}
+
+/// The writer's own SQLite connection for audit-only batches.
+pub(crate) struct DirectAudit {
+    conn: Connection,
+}
+
+impl std::fmt::Debug for DirectAudit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectAudit").finish_non_exhaustive()
+    }
+}
+
+impl DirectAudit {
+    /// Opens a second write connection to the Steward database at `path`, which must already
+    /// exist, be migrated and be in WAL mode.
+    pub(crate) fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            // No SQLITE_OPEN_URI: the path is a file name, never a URI or an in-memory database.
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(store_error)?;
+        conn.busy_timeout(busy_timeout).map_err(store_error)?;
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY; \
+             PRAGMA cache_size = -16384;",
+        )
+        .map_err(store_error)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(store_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "the database is in {mode} journal mode, not WAL"
+            )));
+        }
+        // Fails here, not on the first batch, if the schema lacks what a batch writes.
+        conn.prepare_cached(INSERT_AUDIT).map_err(store_error)?;
+        conn.prepare_cached(MOVE_HEAD).map_err(store_error)?;
+        Ok(Self { conn })
+    }
+
+    /// Writes `rows` and moves the head from `previous` to `next`, in one durable transaction.
+    pub(crate) fn append(
+        &mut self,
+        rows: &[AuditRow<'_>],
+        previous: &AuditHead,
+        next: &AuditHead,
+    ) -> Result<(), DirectError> {
+        if !self.conn.is_autocommit() {
+            // A transaction left open by a failure we could not roll back.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            if !self.conn.is_autocommit() {
+                return Err(DirectError::Aborted(StoreError::Unavailable(
+                    "the writer's SQLite connection is stuck in a transaction".into(),
+                )));
+            }
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| DirectError::Aborted(store_error(e)))?;
+        if let Err(e) = self.write(rows, previous, next) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(DirectError::Commit(store_error(e)));
+        }
+        Ok(())
+    }
+
+    fn write(
+        &self,
+        rows: &[AuditRow<'_>],
+        previous: &AuditHead,
+        next: &AuditHead,
+    ) -> Result<(), DirectError> {
+        let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
+            // A duplicate sequence number: another writer appended.
+            Some(ErrorCode::ConstraintViolation) => DirectError::StaleHead,
+            _ => DirectError::Aborted(store_error(e)),
+        };
+        let int = |n: u64, what: &str| crate::ops::to_i64(n, what).map_err(DirectError::Aborted);
+        let mut insert = self.conn.prepare_cached(INSERT_AUDIT).map_err(fail)?;
+        for r in rows {
+            let e = r.event;
+            let mut id_buf = uuid::Uuid::encode_buffer();
+            let identity = e
+                .identity_id
+                .map(|id| &*id.hyphenated().encode_lower(&mut id_buf));
+            insert
+                .execute(params![
+                    r.seq,
+                    steward_core::to_micros(e.time),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    identity,
+                    e.outcome.as_str(),
+                    e.reason,
+                    e.request_id,
+                    e.source,
+                    r.details,
+                    &r.leaf_hash[..],
+                    &r.chain_hash[..],
+                ])
+                .map_err(fail)?;
+        }
+        let moved = self
+            .conn
+            .prepare_cached(MOVE_HEAD)
+            .map_err(fail)?
+            .execute(params![
+                int(next.size, "audit size")?,
+                &next.chain_hash[..],
+                int(previous.size, "audit size")?,
+            ])
+            .map_err(fail)?;
+        if moved != 1 {
+            return Err(DirectError::StaleHead);
+        }
+        Ok(())
+    }
+}
+
+/// Maps a SQLite error the way the sqlx backend classifies the same codes.
+fn store_error(e: rusqlite::Error) -> StoreError {
+    let msg = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(format!("the database is locked: {msg}"))
+        }
+        Some(
+            ErrorCode::PermissionDenied
+            | ErrorCode::OutOfMemory
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => StoreError::Unavailable(msg),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(msg),
+        _ => StoreError::Backend(msg),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Change;
+    use steward_core::{AuditEvent, Outcome};
+    use time::macros::datetime;
+
+    fn event() -> AuditEvent {
+        AuditEvent::new(
+            datetime!(2026-12-07 12:00 UTC),
+            "tester",
+            "token.issue",
+            Outcome::Success,
+        )
+    }
+
+    fn row(event: &AuditEvent, seq: i64) -> AuditRow<'_> {
+        AuditRow {
+            seq,
+            event,
+            details: "{}".into(),
+            leaf_hash: [1; 32],
+            chain_hash: [2; 32],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_moved_by_another_writer_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("steward.db");
+        let store = crate::sqlite::open(&path).await.expect("open");
+        store
+            .commit(Change::audit_only(event()))
+            .await
+            .expect("first record");
+        let head = store.audit_head().await.expect("head");
+        assert_eq!(head.size, 1);
+        let mut direct = DirectAudit::open(&path, Duration::from_secs(1)).expect("direct");
+        let stale = AuditHead {
+            size: 0,
+            chain_hash: [0; 32],
+        };
+        let e = event();
+
+        // The sequence number another writer already used: the row clashes.
+        let next = AuditHead {
+            size: 1,
+            chain_hash: [2; 32],
+        };
+        assert!(matches!(
+            direct.append(&[row(&e, 1)], &stale, &next),
+            Err(DirectError::StaleHead)
+        ));
+        // A fresh sequence number, but the head is not where this writer left it.
+        let next = AuditHead {
+            size: 2,
+            chain_hash: [2; 32],
+        };
+        assert!(matches!(
+            direct.append(&[row(&e, 2)], &stale, &next),
+            Err(DirectError::StaleHead)
+        ));
+        assert_eq!(store.audit_head().await.expect("head"), head);
+        assert!(store.audit_range(2, 10).await.expect("range").is_empty());
+
+        // From the real head, the same batch commits, and the pooled store sees it.
+        direct
+            .append(&[row(&e, 2)], &head, &next)
+            .expect("append from the real head");
+        assert_eq!(store.audit_head().await.expect("head"), next);
+        assert_eq!(store.audit_range(2, 10).await.expect("range").len(), 1);
+    }
+
+    #[test]
+    fn a_missing_file_is_not_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("absent.db");
+        assert!(DirectAudit::open(&path, Duration::from_secs(1)).is_err());
+        assert!(!path.exists());
+    }
+}
