@@ -142,6 +142,12 @@ pub struct Base {
     validator: Validator,
     guard_rails: Vec<GuardRail>,
     guard_policies: Vec<Policy>,
+    /// The principal, action and every declared resource type, parsed once: Cedar parses a
+    /// type name with its full grammar, which cost more than evaluating the policies did.
+    type_names: HashMap<String, cedar_policy::EntityTypeName>,
+    /// `ip("…")` values by their text. Cedar parses the extension's name anew for every value it
+    /// builds, which cost as much as the rest of a request; source addresses repeat.
+    ips: IpValues,
 }
 
 impl std::fmt::Debug for Base {
@@ -159,11 +165,22 @@ impl Base {
         let schema = Schema::from_json_value(config.cedar_schema_json())
             .map_err(|e| PolicyError::Config(format!("generated schema is invalid: {e}")))?;
         let validator = Validator::new(schema);
+        let mut type_names = HashMap::new();
+        for kind in [PRINCIPAL_TYPE, ACTION_TYPE]
+            .into_iter()
+            .chain(config.resource_types.keys().map(String::as_str))
+        {
+            let name = cedar_policy::EntityTypeName::from_str(kind)
+                .map_err(|_| PolicyError::Config(format!("{kind:?} is not an entity type name")))?;
+            type_names.insert(kind.to_owned(), name);
+        }
         let mut base = Self {
             guard_rails: Vec::new(),
             guard_policies: Vec::new(),
             config,
             validator,
+            type_names,
+            ips: IpValues::default(),
         };
         for (id, description, source) in base.config.guard_rails() {
             let policy = base
@@ -177,6 +194,17 @@ impl Base {
             });
         }
         Ok(Arc::new(base))
+    }
+
+    /// The entity `kind::"id"`, with the type name parsed once at construction when declared.
+    fn uid(&self, kind: &str, id: &str) -> Result<EntityUid, String> {
+        match self.type_names.get(kind) {
+            Some(t) => Ok(EntityUid::from_type_name_and_id(
+                t.clone(),
+                cedar_policy::EntityId::new(id),
+            )),
+            None => uid(kind, id),
+        }
     }
 
     pub fn config(&self) -> &SchemaConfig {
@@ -591,7 +619,7 @@ impl Engine {
                     )
                 })?
             };
-            attrs.push((name.clone(), restricted(name, t, value)?));
+            attrs.push((name.clone(), restricted(&self.base.ips, name, t, value)?));
         }
         if let Some(missing) = rdecl
             .attributes
@@ -603,9 +631,9 @@ impl Engine {
                 req.resource.kind
             ));
         }
-        let principal = uid(PRINCIPAL_TYPE, &req.principal.id)?;
-        let action = uid(ACTION_TYPE, &req.action)?;
-        let resource = uid(&req.resource.kind, &req.resource.id)?;
+        let principal = self.base.uid(PRINCIPAL_TYPE, &req.principal.id)?;
+        let action = self.base.uid(ACTION_TYPE, &req.action)?;
+        let resource = self.base.uid(&req.resource.kind, &req.resource.id)?;
         let p = &req.principal;
         let string = |s: &String| RestrictedExpression::new_string(s.clone());
         let strings = |v: &[String]| RestrictedExpression::new_set(v.iter().map(string));
@@ -648,7 +676,7 @@ impl Engine {
             if ip.parse::<std::net::IpAddr>().is_err() {
                 return Err("context source_ip is not an IP address".into());
             }
-            ctx.push(("source_ip".to_owned(), RestrictedExpression::new_ip(ip)));
+            ctx.push(("source_ip".to_owned(), self.base.ips.get(ip)));
         }
         let context = cedar_policy::Context::from_pairs(ctx)
             .map_err(|e| format!("request context: {}", diag_message(&e)))?;
@@ -685,7 +713,12 @@ impl Engine {
 }
 
 /// A resource attribute as a Cedar value of its declared type.
-fn restricted(name: &str, t: AttrType, v: &Value) -> Result<RestrictedExpression, String> {
+fn restricted(
+    ips: &IpValues,
+    name: &str,
+    t: AttrType,
+    v: &Value,
+) -> Result<RestrictedExpression, String> {
     let bad = || format!("resource attribute {name:?} must be {}", attr_type_name(t));
     Ok(match (t, v) {
         (AttrType::String, Value::String(s)) => RestrictedExpression::new_string(s.clone()),
@@ -708,10 +741,35 @@ fn restricted(name: &str, t: AttrType, v: &Value) -> Result<RestrictedExpression
             if addr.parse::<std::net::IpAddr>().is_err() {
                 return Err(bad());
             }
-            RestrictedExpression::new_ip(s)
+            ips.get(s)
         }
         _ => return Err(bad()),
     })
+}
+
+/// A bounded memo of Cedar `ip` extension values (emptied when full).
+#[derive(Default)]
+struct IpValues(std::sync::Mutex<HashMap<String, RestrictedExpression>>);
+
+impl IpValues {
+    const CAPACITY: usize = 4096;
+
+    /// The `ip(text)` value; `text` must already be checked as an address or range.
+    fn get(&self, text: &str) -> RestrictedExpression {
+        let mut memo = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(v) = memo.get(text) {
+            return v.clone();
+        }
+        let v = RestrictedExpression::new_ip(text);
+        if memo.len() >= Self::CAPACITY {
+            memo.clear();
+        }
+        memo.insert(text.to_owned(), v.clone());
+        v
+    }
 }
 
 fn attr_type_name(t: AttrType) -> &'static str {

@@ -174,6 +174,35 @@ fn context_and_forbid_policies() {
 }
 
 #[test]
+fn remembered_addresses_decide_like_fresh_ones() {
+    let b = base();
+    let e = b
+        .compile(&[
+            PolicySource::new("team-read", TEAM_READ),
+            PolicySource::new(
+                "no-outside",
+                r#"forbid (principal, action, resource) unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
+            ),
+        ])
+        .unwrap();
+    let decide = |ip: String| {
+        let mut r = request("prod", &["docs:read"], "docs:read", "prod");
+        r.context.source_ip = Some(ip);
+        e.evaluate(&r).allow
+    };
+    // More distinct addresses than the memo holds, each asked twice, inside and outside the
+    // range in turn: a remembered value never answers for another address.
+    for n in 0..(IpValues::CAPACITY as u32 + 100) {
+        let [_, x, y, z] = n.to_be_bytes();
+        for _ in 0..2 {
+            assert!(decide(format!("10.{x}.{y}.{z}")), "10.{x}.{y}.{z}");
+            assert!(!decide(format!("11.{x}.{y}.{z}")), "11.{x}.{y}.{z}");
+        }
+    }
+    assert!(b.ips.0.lock().unwrap().len() <= IpValues::CAPACITY);
+}
+
+#[test]
 fn guard_rails_are_listed_and_schema_renders() {
     let b = base();
     let ids: Vec<&str> = b.guard_rails().iter().map(|g| g.id).collect();
