@@ -148,18 +148,22 @@ fn malformed_requests_deny_with_an_error() {
     assert!(e.evaluate(&r).errors[0].contains("unknown action"));
 }
 
+/// Team reads, and a forbid for any source outside 10.0.0.0/8.
+fn team_read_from_inside(b: &Arc<Base>) -> Engine {
+    b.compile(&[
+        PolicySource::new("team-read", TEAM_READ),
+        PolicySource::new(
+            "no-outside",
+            r#"forbid (principal, action, resource) unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
+        ),
+    ])
+    .unwrap()
+}
+
 #[test]
 fn context_and_forbid_policies() {
     let b = base();
-    let e = b
-        .compile(&[
-            PolicySource::new("team-read", TEAM_READ),
-            PolicySource::new(
-                "no-outside",
-                r#"forbid (principal, action, resource) unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
-            ),
-        ])
-        .unwrap();
+    let e = team_read_from_inside(&b);
     assert!(
         e.evaluate(&request("prod", &["docs:read"], "docs:read", "prod"))
             .allow
@@ -176,15 +180,7 @@ fn context_and_forbid_policies() {
 #[test]
 fn remembered_addresses_decide_like_fresh_ones() {
     let b = base();
-    let e = b
-        .compile(&[
-            PolicySource::new("team-read", TEAM_READ),
-            PolicySource::new(
-                "no-outside",
-                r#"forbid (principal, action, resource) unless { context has source_ip && context.source_ip.isInRange(ip("10.0.0.0/8")) };"#,
-            ),
-        ])
-        .unwrap();
+    let e = team_read_from_inside(&b);
     let decide = |ip: String| {
         let mut r = request("prod", &["docs:read"], "docs:read", "prod");
         r.context.source_ip = Some(ip);
