@@ -318,6 +318,11 @@ impl Dialect for SqliteDialect {
             name: "leases",
             sql: include_str!("../migrations/sqlite/0009_leases.sql"),
         },
+        Migration {
+            version: 10,
+            name: "audit_leaf_index",
+            sql: include_str!("../migrations/sqlite/0010_audit_leaf_index.sql"),
+        },
     ];
 
     fn placeholder(sql: &mut String, _n: usize) {
@@ -562,3 +567,40 @@ static STATEMENTS: Statements = Statements {
     record_migration: "INSERT INTO steward_schema_migrations (version, name, checksum, applied_at) \
                        VALUES (?, ?, ?, ?)",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Checkpoints read leaf hashes by the million; reading them from the table would walk every
+    /// column of every record (see migration 10).
+    #[tokio::test]
+    async fn leaf_hashes_are_read_from_the_covering_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("steward.db");
+        let store = open(&path).await.expect("open");
+        let options = SqliteConnectOptions::new().filename(&path).read_only(true);
+        let mut conn = SqliteConnection::connect_with(&options)
+            .await
+            .expect("connect");
+        let plan: Vec<String> = sqlx::query(AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {}",
+            STATEMENTS.audit_leaf_hashes
+        )))
+        .bind(0_i64)
+        .bind(10_i64)
+        .bind(10_i64)
+        .fetch_all(&mut conn)
+        .await
+        .expect("plan")
+        .iter()
+        .map(|r| r.get::<String, _>("detail"))
+        .collect();
+        assert!(
+            plan.iter()
+                .any(|d| d.contains("COVERING INDEX audit_seq_leaf_idx")),
+            "{plan:?}"
+        );
+        drop(store);
+    }
+}
