@@ -18,6 +18,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
 use crate::dialect::audit_columns;
 use crate::ops::AuditRow;
+use crate::writer::BatchError;
 use crate::{AuditHead, StoreError};
 
 const INSERT_AUDIT: &str = concat!(
@@ -27,18 +28,6 @@ const INSERT_AUDIT: &str = concat!(
 );
 const MOVE_HEAD: &str =
     "UPDATE audit_head SET size = ?1, chain_hash = ?2 WHERE id = 1 AND size = ?3";
-
-/// Why a direct batch did not commit.
-#[derive(Debug)]
-pub(crate) enum DirectError {
-    /// Nothing was written: the head had moved, or a row clashed with one another writer
-    /// appended. The batch should rerun from a head read from the database.
-    StaleHead,
-    /// Nothing was written.
-    Aborted(StoreError),
-    /// COMMIT failed: whether the batch is on disk is unknown.
-    Commit(StoreError),
-}
 
 /// The writer's own SQLite connection for audit-only batches.
 pub(crate) struct DirectAudit {
@@ -87,19 +76,19 @@ impl DirectAudit {
         rows: &[AuditRow<'_>],
         previous: &AuditHead,
         next: &AuditHead,
-    ) -> Result<(), DirectError> {
+    ) -> Result<(), BatchError> {
         if !self.conn.is_autocommit() {
             // A transaction left open by a failure we could not roll back.
             let _ = self.conn.execute_batch("ROLLBACK");
             if !self.conn.is_autocommit() {
-                return Err(DirectError::Aborted(StoreError::Unavailable(
+                return Err(BatchError::Aborted(StoreError::Unavailable(
                     "the writer's SQLite connection is stuck in a transaction".into(),
                 )));
             }
         }
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| DirectError::Aborted(store_error(e)))?;
+            .map_err(|e| BatchError::Aborted(store_error(e)))?;
         if let Err(e) = self.write(rows, previous, next) {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(e);
@@ -108,7 +97,7 @@ impl DirectAudit {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
-            return Err(DirectError::Commit(store_error(e)));
+            return Err(BatchError::Commit(store_error(e)));
         }
         Ok(())
     }
@@ -118,13 +107,13 @@ impl DirectAudit {
         rows: &[AuditRow<'_>],
         previous: &AuditHead,
         next: &AuditHead,
-    ) -> Result<(), DirectError> {
+    ) -> Result<(), BatchError> {
         let fail = |e: rusqlite::Error| match e.sqlite_error_code() {
             // A duplicate sequence number: another writer appended.
-            Some(ErrorCode::ConstraintViolation) => DirectError::StaleHead,
-            _ => DirectError::Aborted(store_error(e)),
+            Some(ErrorCode::ConstraintViolation) => BatchError::StaleHead,
+            _ => BatchError::Aborted(store_error(e)),
         };
-        let int = |n: u64, what: &str| crate::ops::to_i64(n, what).map_err(DirectError::Aborted);
+        let int = |n: u64, what: &str| crate::ops::to_i64(n, what).map_err(BatchError::Aborted);
         let mut insert = self.conn.prepare_cached(INSERT_AUDIT).map_err(fail)?;
         for r in rows {
             let e = r.event;
@@ -161,31 +150,19 @@ impl DirectAudit {
             ])
             .map_err(fail)?;
         if moved != 1 {
-            return Err(DirectError::StaleHead);
+            return Err(BatchError::StaleHead);
         }
         Ok(())
     }
 }
 
-/// Maps a SQLite error the way the sqlx backend classifies the same codes.
+/// Classifies a SQLite error exactly as the sqlx connections' errors are classified.
 fn store_error(e: rusqlite::Error) -> StoreError {
-    let msg = e.to_string();
-    match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!("the database is locked: {msg}"))
-        }
-        Some(
-            ErrorCode::PermissionDenied
-            | ErrorCode::OutOfMemory
-            | ErrorCode::ReadOnly
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen
-            | ErrorCode::FileLockingProtocolFailed,
-        ) => StoreError::Unavailable(msg),
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt(msg),
-        _ => StoreError::Backend(msg),
-    }
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => f.extended_code,
+        _ => 1, // SQLITE_ERROR: a failure outside SQLite itself (binding, conversion)
+    };
+    crate::ops::failure_error(crate::sqlite::classify_code(code, &e.to_string()))
 }
 
 #[cfg(test)]
@@ -239,7 +216,7 @@ mod tests {
         };
         assert!(matches!(
             direct.append(&[row(&e, 1)], &stale, &next),
-            Err(DirectError::StaleHead)
+            Err(BatchError::StaleHead)
         ));
         // A fresh sequence number, but the head is not where this writer left it.
         let next = AuditHead {
@@ -248,7 +225,7 @@ mod tests {
         };
         assert!(matches!(
             direct.append(&[row(&e, 2)], &stale, &next),
-            Err(DirectError::StaleHead)
+            Err(BatchError::StaleHead)
         ));
         assert_eq!(store.audit_head().await.expect("head"), head);
         assert!(store.audit_range(2, 10).await.expect("range").is_empty());

@@ -13,7 +13,12 @@ use crate::{AuditHead, Change, Mutation, StoreError};
 
 /// Maps an error from the database driver to a `StoreError`, without write context.
 pub(crate) fn db_error<D: Dialect>(e: sqlx::Error) -> StoreError {
-    match classify::<D>(&e) {
+    failure_error(classify::<D>(&e))
+}
+
+/// The store error for a classified database failure.
+pub(crate) fn failure_error(failure: Failure) -> StoreError {
+    match failure {
         Failure::Unique(_) => StoreError::Conflict("a uniqueness rule was violated".into()),
         Failure::ForeignKey => StoreError::Conflict("a referenced row does not exist".into()),
         Failure::Contention => StoreError::Stale("a row touched by this write".into()),

@@ -381,35 +381,39 @@ impl Dialect for SqliteDialect {
     }
 
     fn classify(err: &dyn sqlx::error::DatabaseError) -> Failure {
-        // Extended result codes: https://www.sqlite.org/rescode.html
-        const CONSTRAINT_FOREIGNKEY: i32 = 787;
-        const CONSTRAINT_PRIMARYKEY: i32 = 1555;
-        const CONSTRAINT_UNIQUE: i32 = 2067;
         let code = err.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(1);
-        let msg = err.message();
-        match code {
-            CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => {
-                Failure::Unique(if msg.contains("owners.name") {
-                    UniqueRule::OwnerName
-                } else if msg.contains("identities.environment") {
-                    UniqueRule::IdentityName
-                } else if msg.contains("credentials.secret_hash") {
-                    UniqueRule::CredentialSecret
-                } else {
-                    UniqueRule::Key
-                })
-            }
-            CONSTRAINT_FOREIGNKEY => Failure::ForeignKey,
-            _ => match code & 0xff {
-                // BUSY, LOCKED: another process held the database past the busy timeout.
-                5 | 6 => Failure::Unavailable(format!("the database is locked: {msg}")),
-                // PERM, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
-                3 | 7 | 8 | 10 | 13 | 14 | 15 => Failure::Unavailable(msg.to_owned()),
-                // CORRUPT, NOTADB
-                11 | 26 => Failure::Corrupt(msg.to_owned()),
-                _ => Failure::Other(msg.to_owned()),
-            },
+        classify_code(code, err.message())
+    }
+}
+
+/// Classifies a SQLite extended result code (https://www.sqlite.org/rescode.html) and its
+/// message; shared by the sqlx connections and the writer's direct one.
+pub(crate) fn classify_code(code: i32, msg: &str) -> Failure {
+    const CONSTRAINT_FOREIGNKEY: i32 = 787;
+    const CONSTRAINT_PRIMARYKEY: i32 = 1555;
+    const CONSTRAINT_UNIQUE: i32 = 2067;
+    match code {
+        CONSTRAINT_UNIQUE | CONSTRAINT_PRIMARYKEY => {
+            Failure::Unique(if msg.contains("owners.name") {
+                UniqueRule::OwnerName
+            } else if msg.contains("identities.environment") {
+                UniqueRule::IdentityName
+            } else if msg.contains("credentials.secret_hash") {
+                UniqueRule::CredentialSecret
+            } else {
+                UniqueRule::Key
+            })
         }
+        CONSTRAINT_FOREIGNKEY => Failure::ForeignKey,
+        _ => match code & 0xff {
+            // BUSY, LOCKED: another process held the database past the busy timeout.
+            5 | 6 => Failure::Unavailable(format!("the database is locked: {msg}")),
+            // PERM, NOMEM, READONLY, IOERR, FULL, CANTOPEN, PROTOCOL
+            3 | 7 | 8 | 10 | 13 | 14 | 15 => Failure::Unavailable(msg.to_owned()),
+            // CORRUPT, NOTADB
+            11 | 26 => Failure::Corrupt(msg.to_owned()),
+            _ => Failure::Other(msg.to_owned()),
+        },
     }
 }
 

@@ -29,7 +29,7 @@ use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::dialect::{AuditAppend, Conn, Dialect};
-use crate::direct::{DirectAudit, DirectError};
+use crate::direct::DirectAudit;
 use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 
@@ -229,7 +229,8 @@ async fn run<D: Dialect>(
 }
 
 /// Why a batch did not commit.
-enum BatchError {
+#[derive(Debug)]
+pub(crate) enum BatchError {
     /// Failed before COMMIT: nothing was written, retrying is safe.
     Aborted(StoreError),
     /// COMMIT failed: the outcome is unknown.
@@ -480,11 +481,7 @@ async fn append_audit_only<D: Dialect>(
     crate::dialect::count_round_trips(1);
     if let Some(direct) = state.direct.as_mut() {
         // Synchronous on purpose: this thread and its runtime exist for this writer alone.
-        direct.append(&rows, &head, &next).map_err(|e| match e {
-            DirectError::StaleHead => BatchError::StaleHead,
-            DirectError::Aborted(e) => BatchError::Aborted(e),
-            DirectError::Commit(e) => BatchError::Commit(e),
-        })?;
+        direct.append(&rows, &head, &next)?;
         state.head = Some(next);
         return Ok(seqs_in_order(jobs, head.size));
     }
