@@ -310,6 +310,8 @@ pub(crate) struct Statements {
     pub(crate) credentials_of_identity: &'static str,
     pub(crate) revoke_identity_credentials: &'static str,
     pub(crate) touch_credential: &'static str,
+    /// [`Self::touch_credential`] for many credentials from one JSON array of `[id, micros]`.
+    pub(crate) touch_credentials: &'static str,
 
     pub(crate) revoke_token: &'static str,
     pub(crate) token_revoked: &'static str,

@@ -161,6 +161,24 @@ fn credential_conflict(c: &Credential, rule: UniqueRule) -> String {
 }
 
 /// Applies one mutation (see the variants' documentation for their semantics).
+/// Most credentials [`touch_credentials`] updates with one statement.
+pub(crate) const TOUCH_ROWS: usize = 1024;
+
+/// Applies a run of [`Mutation::TouchCredential`]s with distinct ids in one statement: the
+/// token path's last-use times, flushed every few seconds for every credential used since.
+pub(crate) async fn touch_credentials<D: Dialect>(
+    conn: &mut Conn<D>,
+    uses: &[(uuid::Uuid, OffsetDateTime)],
+) -> Result<(), StoreError> {
+    let rows: Vec<(uuid::Uuid, i64)> = uses
+        .iter()
+        .map(|(id, at)| (*id, steward_core::to_micros(*at)))
+        .collect();
+    let stmt = Stmt::new(D::SQL.touch_credentials).owned_text(to_json("credential uses", &rows)?);
+    D::exec(conn, stmt).await.map_err(db_error::<D>)?;
+    Ok(())
+}
+
 pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
     apply_mutation::<D>(conn, m).await?;
     // Published to other nodes only if (and when) this change commits; a change rolled back to

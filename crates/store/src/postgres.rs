@@ -337,6 +337,10 @@ static STATEMENTS: Statements = Statements {
                                   WHERE identity_id = $3 AND (revoked_at IS NULL OR revoked_at > $4)",
     touch_credential: "UPDATE credentials SET last_used_at = $1 \
                        WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)",
+    touch_credentials: "UPDATE credentials AS c SET last_used_at = u.t \
+                        FROM (SELECT (r ->> 0)::uuid AS id, (r ->> 1)::bigint AS t \
+                        FROM json_array_elements($1::json) AS r) AS u \
+                        WHERE c.id = u.id AND (c.last_used_at IS NULL OR c.last_used_at < u.t)",
 
     revoke_token: "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (jti) DO NOTHING",

@@ -487,6 +487,10 @@ static STATEMENTS: Statements = Statements {
                                   WHERE identity_id = ? AND (revoked_at IS NULL OR revoked_at > ?)",
     touch_credential: "UPDATE credentials SET last_used_at = ? \
                        WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+    touch_credentials: "UPDATE credentials SET last_used_at = u.t \
+                        FROM (SELECT value ->> 0 AS id, value ->> 1 AS t FROM json_each(?)) AS u \
+                        WHERE credentials.id = u.id \
+                        AND (credentials.last_used_at IS NULL OR credentials.last_used_at < u.t)",
 
     revoke_token: "INSERT INTO revoked_tokens (jti, identity_id, expires_at) VALUES (?, ?, ?) \
                    ON CONFLICT (jti) DO NOTHING",

@@ -2,7 +2,7 @@
 //! each credential was used from (bounded), identity risk scores, and the bulk reads of the
 //! findings job. Both backends' SQL lives here; writes merge (counts add, first/last use widen).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use steward_core::risk::RiskFactor;
 use steward_core::usage::{
@@ -121,7 +121,9 @@ struct UsageStatements {
     daily: &'static str,
     /// Upserts every all-time summary row of a batch from one JSON array.
     summary: &'static str,
-    source_update: &'static str,
+    /// Adds to every existing source row of a batch from one JSON array; returns the keys it
+    /// updated, so that only new sources take the row-by-row path.
+    sources_update: &'static str,
     source_insert_bounded: &'static str,
     source_overflow: &'static str,
     put_risk: &'static str,
@@ -145,9 +147,17 @@ static SQLITE: UsageStatements = UsageStatements {
               uses = usage_summary.uses + excluded.uses, \
               first_used = MIN(usage_summary.first_used, excluded.first_used), \
               last_used = MAX(usage_summary.last_used, excluded.last_used)",
-    source_update: "UPDATE credential_sources SET uses = uses + ?, first_seen = MIN(first_seen, ?), \
-                    last_seen = MAX(last_seen, ?) \
-                    WHERE identity_id = ? AND credential_id = ? AND kind = ? AND value = ?",
+    sources_update: "UPDATE credential_sources SET uses = credential_sources.uses + u.uses, \
+                     first_seen = MIN(credential_sources.first_seen, u.first_seen), \
+                     last_seen = MAX(credential_sources.last_seen, u.last_seen) \
+                     FROM (SELECT value ->> 0 AS identity_id, value ->> 1 AS credential_id, \
+                     value ->> 2 AS kind, value ->> 3 AS value, value ->> 4 AS uses, \
+                     value ->> 5 AS first_seen, value ->> 6 AS last_seen FROM json_each(?)) AS u \
+                     WHERE credential_sources.identity_id = u.identity_id \
+                     AND credential_sources.credential_id = u.credential_id \
+                     AND credential_sources.kind = u.kind AND credential_sources.value = u.value \
+                     RETURNING credential_sources.identity_id, credential_sources.credential_id, \
+                     credential_sources.kind, credential_sources.value",
     source_insert_bounded: "INSERT INTO credential_sources \
                             (identity_id, credential_id, kind, value, uses, first_seen, last_seen) \
                             SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM credential_sources \
@@ -189,9 +199,16 @@ static POSTGRES: UsageStatements = UsageStatements {
               uses = usage_summary.uses + excluded.uses, \
               first_used = LEAST(usage_summary.first_used, excluded.first_used), \
               last_used = GREATEST(usage_summary.last_used, excluded.last_used)",
-    source_update: "UPDATE credential_sources SET uses = uses + $1, first_seen = LEAST(first_seen, $2), \
-                    last_seen = GREATEST(last_seen, $3) \
-                    WHERE identity_id = $4 AND credential_id = $5 AND kind = $6 AND value = $7",
+    sources_update: "UPDATE credential_sources AS c SET uses = c.uses + u.uses, \
+                     first_seen = LEAST(c.first_seen, u.first_seen), \
+                     last_seen = GREATEST(c.last_seen, u.last_seen) \
+                     FROM (SELECT (r ->> 0)::uuid AS identity_id, (r ->> 1)::uuid AS credential_id, \
+                     r ->> 2 AS kind, r ->> 3 AS value, (r ->> 4)::bigint AS uses, \
+                     (r ->> 5)::bigint AS first_seen, (r ->> 6)::bigint AS last_seen \
+                     FROM json_array_elements($1::json) AS r) AS u \
+                     WHERE c.identity_id = u.identity_id AND c.credential_id = u.credential_id \
+                     AND c.kind = u.kind AND c.value = u.value \
+                     RETURNING c.identity_id, c.credential_id, c.kind, c.value",
     source_insert_bounded: "INSERT INTO credential_sources \
                             (identity_id, credential_id, kind, value, uses, first_seen, last_seen) \
                             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE (SELECT COUNT(*) FROM credential_sources \
@@ -357,34 +374,80 @@ async fn record<D: Dialect>(conn: &mut Conn<D>, b: &UsageBatch) -> Result<(), St
     }
     let summary: Vec<UsageDelta> = summary.into_values().collect();
     upsert_rows::<D>(conn, s.summary, &summary, false).await?;
+    let known = update_sources::<D>(conn, &b.sources).await?;
     for d in &b.sources {
-        record_source::<D>(conn, d).await?;
+        let key = (
+            d.identity_id,
+            d.credential_id,
+            d.kind.as_str().to_owned(),
+            d.value.clone(),
+        );
+        if !known.contains(&key) {
+            record_new_source::<D>(conn, d).await?;
+        }
     }
     Ok(())
 }
 
-/// Adds to an existing source row; else inserts it while fewer than [`MAX_SOURCES_PER_KIND`]
-/// values of its kind are kept for the credential; else counts it in the overflow row.
-async fn record_source<D: Dialect>(conn: &mut Conn<D>, d: &SourceDelta) -> Result<(), StoreError> {
+/// Adds `sources` (distinct keys: see [`UsageBatch::normalized`]) to the rows that already exist,
+/// in one statement; returns the keys it found. In steady state every source is known, so a
+/// flush costs one statement here however many credentials were used.
+async fn update_sources<D: Dialect>(
+    conn: &mut Conn<D>,
+    sources: &[SourceDelta],
+) -> Result<HashSet<SourceKey>, StoreError> {
+    if sources.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut rows: Vec<(Uuid, Uuid, &str, &str, i64, i64, i64)> = Vec::with_capacity(sources.len());
+    for d in sources {
+        rows.push((
+            d.identity_id,
+            d.credential_id,
+            d.kind.as_str(),
+            &d.value,
+            count(d.uses, "source count")?,
+            to_micros(d.first_seen),
+            to_micros(d.last_seen),
+        ));
+    }
+    let stmt = Stmt::new(sql::<D>().sources_update).owned_text(to_json("source rows", &rows)?);
+    let found = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
+    let mut known = HashSet::with_capacity(found.len());
+    for row in &found {
+        let col = |name: &str| StoreError::Corrupt(format!("credential_sources.{name} is null"));
+        let uuid = |name| {
+            D::get_uuid(row, name)
+                .map_err(db_error::<D>)?
+                .ok_or_else(|| col(name))
+        };
+        let text = |name| {
+            D::get_text(row, name)
+                .map_err(db_error::<D>)?
+                .ok_or_else(|| col(name))
+        };
+        known.insert((
+            uuid("identity_id")?,
+            uuid("credential_id")?,
+            text("kind")?,
+            text("value")?,
+        ));
+    }
+    Ok(known)
+}
+
+/// A stored source row's key: identity, credential, kind, value.
+type SourceKey = (Uuid, Uuid, String, String);
+
+/// Inserts a source row not stored yet while fewer than [`MAX_SOURCES_PER_KIND`] values of its
+/// kind are kept for the credential; else counts it in the overflow row.
+async fn record_new_source<D: Dialect>(
+    conn: &mut Conn<D>,
+    d: &SourceDelta,
+) -> Result<(), StoreError> {
     let s = sql::<D>();
     let uses = count(d.uses, "source count")?;
     let kind = d.kind.as_str();
-    let updated = D::exec(
-        conn,
-        Stmt::new(s.source_update)
-            .int(uses)
-            .time(d.first_seen)
-            .time(d.last_seen)
-            .uuid(d.identity_id)
-            .uuid(d.credential_id)
-            .text(kind)
-            .text(&d.value),
-    )
-    .await
-    .map_err(db_error::<D>)?;
-    if updated > 0 {
-        return Ok(());
-    }
     if d.value != OVERFLOW_VALUE {
         let inserted = D::exec(
             conn,

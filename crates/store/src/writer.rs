@@ -281,7 +281,8 @@ async fn process<D: Dialect>(
 }
 
 /// Applies a change's mutations in order. Runs of new findings and of risk scores (what the
-/// findings job writes by the thousand) go as one multi-row statement each.
+/// findings job writes by the thousand) and of credential last-use times (the token path's,
+/// flushed every few seconds) go as one multi-row statement each.
 async fn apply_all<D: Dialect>(
     conn: &mut Conn<D>,
     mutations: &[Mutation],
@@ -314,6 +315,22 @@ async fn apply_all<D: Dialect>(
                     .collect();
                 i += run.len();
                 crate::usage::put_risks::<D>(conn, &run).await?;
+            }
+            Mutation::TouchCredential { .. } => {
+                // Distinct ids: a row joined twice in one UPDATE takes either value.
+                let mut seen = std::collections::HashSet::new();
+                let run: Vec<(uuid::Uuid, time::OffsetDateTime)> = mutations[i..]
+                    .iter()
+                    .map_while(|m| match m {
+                        Mutation::TouchCredential { id, used_at } if seen.insert(*id) => {
+                            Some((*id, *used_at))
+                        }
+                        _ => None,
+                    })
+                    .take(ops::TOUCH_ROWS)
+                    .collect();
+                i += run.len();
+                ops::touch_credentials::<D>(conn, &run).await?;
             }
             m => {
                 ops::apply::<D>(conn, m).await?;
@@ -478,8 +495,10 @@ async fn append_audit_only<D: Dialect>(
         _ => None,
     });
     let (rows, next) = chain_events(head, events)?;
-    crate::dialect::count_round_trips(1);
     if let Some(direct) = state.direct.as_mut() {
+        // One transaction on the writer's own connection; the sqlx paths below count their
+        // statements themselves.
+        crate::dialect::count_round_trips(1);
         // Synchronous on purpose: this thread and its runtime exist for this writer alone.
         direct.append(&rows, &head, &next)?;
         state.head = Some(next);
@@ -522,7 +541,6 @@ async fn append_audit_only<D: Dialect>(
                 // end the transaction it left open. If that fails too (no transaction was
                 // open, or the connection is broken), the batch's failure drops the
                 // connection, so the next batch starts on a fresh one.
-                crate::dialect::count_round_trips(1);
                 let _ = D::exec(conn, crate::dialect::Stmt::new(rollback)).await;
                 return Err(match e {
                     sqlx::Error::Database(_) => BatchError::StaleHead,

@@ -42,6 +42,7 @@ conformance! {
         commits::unstorable_text_is_refused_alone,
         misc::revoke_identity_credentials,
         misc::touch_credential_keeps_the_latest,
+        misc::touching_many_credentials_at_once,
         misc::revoked_tokens,
         misc::claim_once_detects_replays,
         misc::purge_removes_only_expired,

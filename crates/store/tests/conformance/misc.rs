@@ -118,6 +118,57 @@ pub async fn touch_credential_keeps_the_latest(store: Arc<dyn Store>) {
     .await;
 }
 
+/// A flush touches many credentials in one change: one statement for the run, with the same
+/// rules as one at a time (latest wins, a repeated id in the run still keeps the latest, unknown
+/// ids are ignored, other credentials are left alone).
+pub async fn touching_many_credentials_at_once(store: Arc<dyn Store>) {
+    let o = owner("team");
+    let i = identity(&o, "svc", "prod");
+    let keys: Vec<_> = (0..3u8).map(|n| api_key(&i, &[n + 1; 32], T0)).collect();
+    let mut setup = Change::new()
+        .with(Mutation::InsertOwner(o))
+        .with(Mutation::InsertIdentity(i));
+    for k in &keys {
+        setup = setup.with(Mutation::InsertCredential(k.clone()));
+    }
+    commit(&store, setup).await;
+    let touch = |id, t| Mutation::TouchCredential { id, used_at: t };
+    commit(&store, Change::new().with(touch(keys[1].id, at(50)))).await;
+    commit(
+        &store,
+        Change::new()
+            .with(touch(keys[0].id, at(10)))
+            .with(touch(keys[1].id, at(40)))
+            .with(touch(Uuid::now_v7(), at(99)))
+            .with(touch(keys[0].id, at(30)))
+            .with(touch(keys[0].id, at(20))),
+    )
+    .await;
+    let last_used = |n: usize| {
+        let store = store.clone();
+        let id = keys[n].id;
+        async move {
+            store
+                .get_credential(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+        }
+    };
+    assert_eq!(
+        last_used(0).await,
+        Some(at(30)),
+        "the latest of a repeated id"
+    );
+    assert_eq!(last_used(1).await, Some(at(50)), "an older time never wins");
+    assert_eq!(last_used(2).await, None, "a credential not in the run");
+    for k in &keys {
+        let stored = store.get_credential(k.id).await.unwrap().unwrap();
+        assert_eq!(stored.version, k.version, "touching is not an edit");
+    }
+}
+
 pub async fn revoked_tokens(store: Arc<dyn Store>) {
     assert!(!store.is_token_revoked("jti-1").await.unwrap());
     let revoke = |jti: &str, id: Option<Uuid>| {
