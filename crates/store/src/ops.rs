@@ -160,12 +160,13 @@ fn credential_conflict(c: &Credential, rule: UniqueRule) -> String {
     }
 }
 
-/// Applies one mutation (see the variants' documentation for their semantics).
 /// Most credentials [`touch_credentials`] updates with one statement.
 pub(crate) const TOUCH_ROWS: usize = 1024;
 
 /// Applies a run of [`Mutation::TouchCredential`]s with distinct ids in one statement: the
-/// token path's last-use times, flushed every few seconds for every credential used since.
+/// token path's last-use times, flushed every few seconds for every credential used since. Like
+/// [`apply`] for one touch, it publishes no notice: `Notice::of` has none for a touch (other
+/// nodes need not drop a cached credential because it was used).
 pub(crate) async fn touch_credentials<D: Dialect>(
     conn: &mut Conn<D>,
     uses: &[(uuid::Uuid, OffsetDateTime)],
@@ -179,6 +180,7 @@ pub(crate) async fn touch_credentials<D: Dialect>(
     Ok(())
 }
 
+/// Applies one mutation (see the variants' documentation for their semantics).
 pub(crate) async fn apply<D: Dialect>(conn: &mut Conn<D>, m: &Mutation) -> Result<(), StoreError> {
     apply_mutation::<D>(conn, m).await?;
     // Published to other nodes only if (and when) this change commits; a change rolled back to
