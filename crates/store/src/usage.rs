@@ -415,22 +415,12 @@ async fn update_sources<D: Dialect>(
     let found = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
     let mut known = HashSet::with_capacity(found.len());
     for row in &found {
-        let col = |name: &str| StoreError::Corrupt(format!("credential_sources.{name} is null"));
-        let uuid = |name| {
-            D::get_uuid(row, name)
-                .map_err(db_error::<D>)?
-                .ok_or_else(|| col(name))
-        };
-        let text = |name| {
-            D::get_text(row, name)
-                .map_err(db_error::<D>)?
-                .ok_or_else(|| col(name))
-        };
+        let c = Cols::<D>::new(row, "credential_sources");
         known.insert((
-            uuid("identity_id")?,
-            uuid("credential_id")?,
-            text("kind")?,
-            text("value")?,
+            c.uuid("identity_id")?,
+            c.uuid("credential_id")?,
+            c.text("kind")?,
+            c.text("value")?,
         ));
     }
     Ok(known)
