@@ -99,10 +99,21 @@ impl AuditEvent {
     /// by [`Sorted`], whatever map type serde_json was built with (a dependency may enable its
     /// `preserve_order` feature; the hash must not depend on insertion order).
     pub fn canonical_bytes(&self, seq: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.canonical_tail().write_with_seq(seq, &mut out);
+        out
+    }
+
+    /// The canonical bytes without the sequence number (see [`CanonicalTail`]).
+    pub fn canonical_tail(&self) -> CanonicalTail {
+        self.encode().0
+    }
+
+    /// The canonical tail, and `details` as stored: JSON with object keys sorted at every depth,
+    /// serialized once for both.
+    pub fn encode(&self) -> (CanonicalTail, String) {
         #[derive(Serialize)]
         struct Canon<'a> {
-            v: u8,
-            seq: u64,
             time_us: i64,
             actor: &'a str,
             action: &'a str,
@@ -112,11 +123,8 @@ impl AuditEvent {
             reason: Option<&'a str>,
             request_id: Option<&'a str>,
             source: Option<&'a str>,
-            details: Sorted<'a>,
         }
         let c = Canon {
-            v: 1,
-            seq,
             time_us: crate::to_micros(self.time),
             actor: &self.actor,
             action: &self.action,
@@ -126,9 +134,44 @@ impl AuditEvent {
             reason: self.reason.as_deref(),
             request_id: self.request_id.as_deref(),
             source: self.source.as_deref(),
-            details: Sorted(&self.details),
         };
-        serde_json::to_vec(&c).unwrap_or_default()
+        // Neither can fail: every map key of a `Value` is a string.
+        let details = serde_json::to_string(&Sorted(&self.details)).unwrap_or_default();
+        let mut tail = serde_json::to_vec(&c).unwrap_or_default();
+        // `{"time_us":…,"source":…}` becomes `,"time_us":…,"source":…,"details":…}`: it continues
+        // the object opened by `CANONICAL_HEAD` and the sequence number.
+        if let Some(open) = tail.first_mut() {
+            *open = b',';
+        }
+        tail.pop();
+        tail.reserve(details.len() + 12);
+        tail.extend_from_slice(br#","details":"#);
+        tail.extend_from_slice(details.as_bytes());
+        tail.push(b'}');
+        (CanonicalTail(tail), details)
+    }
+}
+
+/// What every record's canonical bytes start with, before the sequence number.
+const CANONICAL_HEAD: &[u8] = br#"{"v":1,"seq":"#;
+
+/// An event's canonical bytes up to its sequence number left out: the record's canonical bytes
+/// are `{"v":1,"seq":`, the number in decimal, then this tail. The tail is everything costly to
+/// compute (the JSON, with `details` sorted), so it can be made before the event is queued, and
+/// the writer, which assigns sequence numbers one batch at a time, only joins the parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalTail(Vec<u8>);
+
+impl CanonicalTail {
+    /// Replaces the contents of `out` with the canonical bytes of record `seq`.
+    pub fn write_with_seq(&self, seq: u64, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        out.clear();
+        out.reserve(CANONICAL_HEAD.len() + 20 + self.0.len());
+        out.extend_from_slice(CANONICAL_HEAD);
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{seq}");
+        out.extend_from_slice(&self.0);
     }
 }
 
@@ -229,6 +272,42 @@ mod tests {
             n.contains(r#""details":{"m":null,"z":{"x":[{"a":0,"b":0}],"y":1}}"#),
             "{n}"
         );
+    }
+
+    #[test]
+    fn the_tail_joined_with_a_seq_is_the_canonical_form() {
+        let t = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let e = AuditEvent::new(t, "system", "token.issue", Outcome::Denied)
+            .target("token:x")
+            .reason("a \"quoted\" reason")
+            .details(serde_json::json!({"b": [1, {"d": 0, "c": 1}], "a": "x"}));
+        let expected = concat!(
+            r#"{"v":1,"seq":18446744073709551615,"time_us":1700000000000000,"actor":"system","#,
+            r#""action":"token.issue","target":"token:x","identity_id":null,"outcome":"denied","#,
+            r#""reason":"a \"quoted\" reason","request_id":null,"source":null,"#,
+            r#""details":{"a":"x","b":[1,{"c":1,"d":0}]}}"#
+        );
+        assert_eq!(
+            String::from_utf8(e.canonical_bytes(u64::MAX)).unwrap(),
+            expected
+        );
+        // One buffer reused for several records holds exactly the last one.
+        let tail = e.canonical_tail();
+        let mut buf = b"left over from a longer record".repeat(20);
+        tail.write_with_seq(u64::MAX, &mut buf);
+        assert_eq!(buf, expected.as_bytes());
+        tail.write_with_seq(0, &mut buf);
+        assert_eq!(buf, e.canonical_bytes(0));
+        assert!(
+            String::from_utf8(buf)
+                .unwrap()
+                .starts_with(r#"{"v":1,"seq":0,"time_us""#)
+        );
+        // Details as stored are the canonical ones, and read back as the same value.
+        let (_, details) = e.encode();
+        assert_eq!(details, r#"{"a":"x","b":[1,{"c":1,"d":0}]}"#);
+        let back: serde_json::Value = serde_json::from_str(&details).unwrap();
+        assert_eq!(back, e.details);
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod risk;
 mod test_support;
 pub mod usage;
 
-pub use audit::{AuditEvent, AuditRecord, Outcome};
+pub use audit::{AuditEvent, AuditRecord, CanonicalTail, Outcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use credential::{Credential, CredentialKind, CredentialState};
 pub use error::DomainError;

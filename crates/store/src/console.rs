@@ -5,9 +5,7 @@ use steward_core::{AuditRecord, Identity, Outcome, to_micros};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::dialect::{
-    Arg, Conn, Dialect, Failure, Row, SqlBuilder, Stmt, audit_columns, identity_columns,
-};
+use crate::dialect::{Arg, Conn, Dialect, Failure, Row, SqlBuilder, Stmt, identity_columns};
 use crate::ops::{check_text, db_error};
 use crate::rows::{self, Cols};
 use crate::{AuditQuery, IdentityQuery, Mutation, Page, StoreError};
@@ -341,25 +339,7 @@ pub(crate) async fn audit_recent<D: Dialect>(
     before_seq: Option<u64>,
 ) -> Result<Page<AuditRecord>, StoreError> {
     let size = crate::engine::page_size(q.limit);
-    let mut b = SqlBuilder::<D>::new(concat!(
-        "SELECT ",
-        audit_columns!(),
-        " FROM audit WHERE 1 = 1"
-    ));
-    crate::engine::audit_filters(&mut b, q);
-    if let Some(after) = q.after_seq {
-        b.sql(" AND seq > ").arg(Arg::int(saturating_i64(after)));
-    }
-    if let Some(before) = before_seq {
-        b.sql(" AND seq < ").arg(Arg::int(saturating_i64(before)));
-    }
-    b.sql(" ORDER BY seq DESC LIMIT ")
-        .arg(Arg::int(i64::from(size) + 1));
-    let rows = D::fetch_all(conn, b.build()).await.map_err(db_error::<D>)?;
-    let items = rows
-        .iter()
-        .map(rows::audit_record::<D>)
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = crate::engine::audit_page::<D>(conn, q, before_seq, true, size).await?;
     Ok(crate::engine::finish_page(items, size, |r| {
         r.seq.to_string()
     }))

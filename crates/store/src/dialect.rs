@@ -179,6 +179,22 @@ impl<'a, D: Dialect> SqlBuilder<'a, D> {
     }
 }
 
+/// The statements of an audit index by identity that the writer fills in runs of records, not on
+/// every commit: records at or below the indexed bound are found through the index table, the
+/// records above it by scanning the log's tail (see `engine::identity_audit_page`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeferredIdentityIndex {
+    /// Returns `upto`, the highest sequence number whose record is indexed.
+    pub(crate) upto: &'static str,
+    /// Argument: a sequence number `n`. Indexes the records above `upto` up to `n`.
+    pub(crate) add: &'static str,
+    /// Arguments: `n`, `n`. Moves `upto` forward to `n` (never back).
+    pub(crate) advance: &'static str,
+    /// `SELECT <audit columns> FROM <index joined to the log> WHERE <index identity> = `: the
+    /// head of a query over the indexed part, where `record` names the index's sequence number.
+    pub(crate) indexed_head: &'static str,
+}
+
 /// A backend's one-round-trip audit append (see `Statements::append_audit`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum AuditAppend {
@@ -351,6 +367,10 @@ pub(crate) struct Statements {
     pub(crate) append_audit: AuditAppend,
     pub(crate) audit_range: &'static str,
     pub(crate) audit_leaf_hashes: &'static str,
+    /// The by-identity audit index kept off the commit path (SQLite, see
+    /// [`DeferredIdentityIndex`]); `None` where the audit table carries a plain
+    /// `(identity_id, seq)` index that every append maintains (PostgreSQL).
+    pub(crate) deferred_identity_index: Option<DeferredIdentityIndex>,
 
     /// Taken at the start of the migration transaction so concurrent starts apply migrations once.
     pub(crate) migration_lock: Option<&'static str>,

@@ -185,7 +185,7 @@ mod tests {
         AuditRow {
             seq,
             event,
-            details: "{}".into(),
+            details: "{}",
             leaf_hash: [1; 32],
             chain_hash: [2; 32],
         }

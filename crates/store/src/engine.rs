@@ -267,6 +267,96 @@ pub(crate) fn audit_filters<'a, D: Dialect>(b: &mut SqlBuilder<'a, D>, q: &'a Au
     }
 }
 
+/// The records of one audit page: those matching `q`, after `q.after_seq` and before `before`,
+/// in `seq` order (newest first when `descending`), `size + 1` at most (the extra one tells
+/// [`finish_page`] that another page follows).
+///
+/// Where the backend keeps its by-identity index off the commit path (SQLite), a query for one
+/// identity reads the records up to the indexed bound through the index table, and scans the
+/// log's short tail above it. The two parts are disjoint and ordered, so a page is one part,
+/// then the other. The bound is read once: the index only grows, and every record above the
+/// bound is in the tail, so a run indexed meanwhile is neither missed nor returned twice.
+pub(crate) async fn audit_page<D: Dialect>(
+    conn: &mut crate::dialect::Conn<D>,
+    q: &AuditQuery,
+    before: Option<u64>,
+    descending: bool,
+    size: u32,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    let limit = usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1);
+    let select = concat!("SELECT ", audit_columns!(), " FROM audit WHERE ");
+    let (Some(ix), Some(identity)) = (D::SQL.deferred_identity_index, q.identity_id) else {
+        let mut b = SqlBuilder::<D>::new(select);
+        b.sql("1 = 1");
+        return audit_rows::<D>(conn, b, q, "seq", before, descending, limit).await;
+    };
+    let upto = D::fetch_optional(conn, Stmt::new(ix.upto))
+        .await
+        .map_err(db_error::<D>)?
+        .as_ref()
+        .map(|row| Cols::<D>::new(row, "audit_identity_indexed").int("upto"))
+        .transpose()?
+        .unwrap_or(0);
+    let indexed = || {
+        let mut b = SqlBuilder::<D>::new(ix.indexed_head);
+        b.arg(Arg::uuid(identity))
+            .sql(" AND record <= ")
+            .arg(Arg::int(upto));
+        b
+    };
+    let tail = || {
+        let mut b = SqlBuilder::<D>::new(select);
+        b.sql("seq > ").arg(Arg::int(upto));
+        b
+    };
+    let (first, then, first_seq, then_seq) = if descending {
+        (tail(), indexed(), "seq", "record")
+    } else {
+        (indexed(), tail(), "record", "seq")
+    };
+    let mut rows = audit_rows::<D>(conn, first, q, first_seq, before, descending, limit).await?;
+    if rows.len() < limit {
+        let rest = limit - rows.len();
+        rows.extend(audit_rows::<D>(conn, then, q, then_seq, before, descending, rest).await?);
+    }
+    Ok(rows)
+}
+
+/// Completes `b` (a `SELECT` of the audit columns with its first condition) with `q`'s filters
+/// and the cursor on the `seq` column named `seq`, and runs it.
+async fn audit_rows<'a, D: Dialect>(
+    conn: &mut crate::dialect::Conn<D>,
+    mut b: SqlBuilder<'a, D>,
+    q: &'a AuditQuery,
+    seq: &'static str,
+    before: Option<u64>,
+    descending: bool,
+    limit: usize,
+) -> Result<Vec<AuditRecord>, StoreError> {
+    audit_filters(&mut b, q);
+    if let Some(after) = q.after_seq {
+        b.sql(" AND ")
+            .sql(seq)
+            .sql(" > ")
+            .arg(Arg::int(saturating_i64(after)));
+    }
+    if let Some(before) = before {
+        b.sql(" AND ")
+            .sql(seq)
+            .sql(" < ")
+            .arg(Arg::int(saturating_i64(before)));
+    }
+    b.sql(" ORDER BY ")
+        .sql(seq)
+        .sql(if descending { " DESC" } else { "" });
+    b.sql(" LIMIT ")
+        .arg(Arg::int(i64::try_from(limit).unwrap_or(i64::MAX)));
+    let rows = D::fetch_all(conn, b.build()).await.map_err(db_error::<D>)?;
+    rows.iter().map(rows::audit_record::<D>).collect()
+}
+
 fn saturating_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -453,18 +543,7 @@ impl<D: Dialect> Store for SqlStore<D> {
 
     async fn list_audit(&self, q: &AuditQuery) -> Result<Page<AuditRecord>, StoreError> {
         let size = page_size(q.limit);
-        let mut b = SqlBuilder::<D>::new(concat!(
-            "SELECT ",
-            audit_columns!(),
-            " FROM audit WHERE 1 = 1"
-        ));
-        audit_filters(&mut b, q);
-        if let Some(after) = q.after_seq {
-            b.sql(" AND seq > ").arg(Arg::int(saturating_i64(after)));
-        }
-        b.sql(" ORDER BY seq LIMIT ")
-            .arg(Arg::int(i64::from(size) + 1));
-        let items = self.all(b.build(), rows::audit_record::<D>).await?;
+        let items = audit_page::<D>(&mut *self.conn().await?, q, None, false, size).await?;
         Ok(finish_page(items, size, |r| r.seq.to_string()))
     }
 

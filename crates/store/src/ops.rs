@@ -613,7 +613,7 @@ pub(crate) async fn store_head<D: Dialect>(
 pub(crate) struct AuditRow<'a> {
     pub(crate) seq: i64,
     pub(crate) event: &'a AuditEvent,
-    pub(crate) details: String,
+    pub(crate) details: &'a str,
     pub(crate) leaf_hash: [u8; 32],
     pub(crate) chain_hash: [u8; 32],
 }
@@ -713,7 +713,7 @@ fn push_audit_rows<'r, D: Dialect>(
             Arg::Text(e.reason.as_deref().map(Cow::Borrowed)),
             Arg::Text(e.request_id.as_deref().map(Cow::Borrowed)),
             Arg::Text(e.source.as_deref().map(Cow::Borrowed)),
-            Arg::text(&r.details),
+            Arg::text(r.details),
             Arg::Bytes(Some(Cow::Borrowed(&r.leaf_hash))),
             Arg::Bytes(Some(Cow::Borrowed(&r.chain_hash))),
         ];
@@ -813,7 +813,7 @@ pub(crate) fn audit_json(rows: &[AuditRow<'_>]) -> Result<String, StoreError> {
                 e.reason.as_deref(),
                 e.request_id.as_deref(),
                 e.source.as_deref(),
-                &r.details,
+                r.details,
                 leaf,
                 chain,
             )

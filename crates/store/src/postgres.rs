@@ -105,7 +105,7 @@ pub async fn open_with(url: &str, options: PostgresOptions) -> Result<Arc<dyn St
         })
         .connect_lazy_with(connect);
     tracing::info!(database = %target, "opened PostgreSQL store");
-    let writer = Writer::spawn::<PgDialect>(writer_pool, None);
+    let writer = Writer::spawn::<PgDialect>(writer_pool, None, 0);
     let hub = Arc::new(NoticeHub {
         url: url.to_owned(),
         tx: tokio::sync::broadcast::channel(4096).0,
@@ -414,6 +414,7 @@ static STATEMENTS: Statements = Statements {
         " FROM audit WHERE seq >= $1 ORDER BY seq LIMIT $2"
     ),
     audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+    deferred_identity_index: None,
 
     // A transaction-scoped advisory lock (key: "steward\0" as a big-endian integer) taken by
     // every node before migrating, so concurrent starts apply each migration once.

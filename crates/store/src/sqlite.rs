@@ -14,8 +14,9 @@ use sqlx::{AssertSqlSafe, Connection, Row as _, Sqlite};
 use uuid::Uuid;
 
 use crate::dialect::{
-    Arg, AuditAppend, Dialect, Failure, Migration, SqlText, Statements, Stmt, UniqueRule,
-    audit_columns, credential_columns, identity_columns, owner_columns, signing_key_columns,
+    Arg, AuditAppend, DeferredIdentityIndex, Dialect, Failure, Migration, SqlText, Statements,
+    Stmt, UniqueRule, audit_columns, credential_columns, identity_columns, owner_columns,
+    signing_key_columns,
 };
 use crate::engine::SqlStore;
 use crate::migrate::MIGRATIONS_TABLE;
@@ -29,6 +30,11 @@ pub struct SqliteOptions {
     pub read_connections: u32,
     /// How long a statement waits for a lock held by another connection or process.
     pub busy_timeout: Duration,
+    /// How many audit records the by-identity audit index may lag behind the log before the
+    /// writer adds them, in one transaction (migration 11). Queries for one identity scan the
+    /// records not yet indexed, so a smaller run makes those queries cheaper and the writer's
+    /// index runs more frequent.
+    pub audit_index_run: u64,
 }
 
 impl Default for SqliteOptions {
@@ -36,9 +42,14 @@ impl Default for SqliteOptions {
         Self {
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            audit_index_run: AUDIT_INDEX_RUN,
         }
     }
 }
+
+/// Default for [`SqliteOptions::audit_index_run`]: at tens of thousands of tokens a second, a
+/// run every fraction of a second, and a tail of a few thousand records for readers to scan.
+pub const AUDIT_INDEX_RUN: u64 = 4096;
 
 /// Page cache of the writer's connection (negative: KiB).
 const WRITER_CACHE_KIB: &str = "-65536";
@@ -133,7 +144,7 @@ pub async fn open_with(
         }
     };
     tracing::info!(path = %path.display(), "opened SQLite store");
-    let writer = Writer::spawn::<SqliteDialect>(writer_pool, direct);
+    let writer = Writer::spawn::<SqliteDialect>(writer_pool, direct, options.audit_index_run);
     Ok(Arc::new(SqlStore::<SqliteDialect>::new(read_pool, writer)))
 }
 
@@ -322,6 +333,11 @@ impl Dialect for SqliteDialect {
             version: 10,
             name: "audit_leaf_index",
             sql: include_str!("../migrations/sqlite/0010_audit_leaf_index.sql"),
+        },
+        Migration {
+            version: 11,
+            name: "audit_identity_index",
+            sql: include_str!("../migrations/sqlite/0011_audit_identity_index.sql"),
         },
     ];
 
@@ -566,6 +582,20 @@ static STATEMENTS: Statements = Statements {
         " FROM audit WHERE seq >= ? ORDER BY seq LIMIT ?"
     ),
     audit_leaf_hashes: "SELECT seq, leaf_hash FROM audit WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+    deferred_identity_index: Some(DeferredIdentityIndex {
+        upto: "SELECT upto FROM audit_identity_indexed WHERE id = 1",
+        // Sorted by identity, so that each identity's entries land on one or two leaf pages.
+        add: "INSERT OR IGNORE INTO audit_identity_index (identity, record) \
+              SELECT identity_id, seq FROM audit \
+              WHERE seq > (SELECT upto FROM audit_identity_indexed WHERE id = 1) AND seq <= ? \
+              AND identity_id IS NOT NULL ORDER BY identity_id, seq",
+        advance: "UPDATE audit_identity_indexed SET upto = ? WHERE id = 1 AND upto < ?",
+        indexed_head: concat!(
+            "SELECT ",
+            audit_columns!(),
+            " FROM audit_identity_index JOIN audit ON seq = record WHERE identity = "
+        ),
+    }),
 
     migration_lock: None,
     create_migrations_table: "CREATE TABLE IF NOT EXISTS steward_schema_migrations (\

@@ -12,6 +12,12 @@
 //!    writers on other nodes queue behind it), sequence numbers and hashes are assigned in queue
 //!    order, the records are written with a few multi-row INSERTs, and the head is updated.
 //!
+//! What is costly about an audit event (its canonical JSON, its stored details) is serialized on
+//! the caller's task before it is queued ([`Prepared`]); the writer only adds the sequence
+//! number and hashes. On SQLite, the writer also adds each run of `index_run` records to the
+//! by-identity audit index, after answering the batch that completed the run
+//! (`index_identities`).
+//!
 //! Text a database cannot hold is refused before a change is queued, so nothing a caller passes
 //! can make a statement outside a savepoint fail. Should one fail anyway, the transaction is
 //! rolled back and, for an unexpected statement error, every change of the batch is retried in a
@@ -28,10 +34,11 @@ use sqlx::{Connection, Pool};
 use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::dialect::{AuditAppend, Conn, Dialect};
+use crate::dialect::{AuditAppend, Conn, DeferredIdentityIndex, Dialect};
 use crate::direct::DirectAudit;
 use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
+use steward_core::{AuditEvent, CanonicalTail};
 
 /// Queue capacity: how many writes may wait before callers are made to wait.
 pub(crate) const QUEUE_CAPACITY: usize = 16_384;
@@ -41,9 +48,12 @@ pub(crate) const MAX_BATCH: usize = 1024;
 /// A unit of work for the writer.
 #[derive(Debug)]
 pub(crate) enum Work {
-    Change(Change),
+    /// A change, and the serialized form of each of its audit events, in order.
+    Change(Change, Vec<Prepared>),
     Claim(Claim),
-    Purge { now_us: i64 },
+    Purge {
+        now_us: i64,
+    },
     Lease(crate::leases::LeaseOp),
 }
 
@@ -57,9 +67,31 @@ pub(crate) enum Done {
     Lease(Option<crate::Lease>),
 }
 
+/// An audit event's serialized forms, made on the caller's task before the event is queued, so
+/// that the writer, one thread for every write of the process, only hashes and stores them.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    canonical: CanonicalTail,
+    details: String,
+}
+
+impl Prepared {
+    fn new(event: &AuditEvent) -> Self {
+        let (canonical, details) = event.encode();
+        Self { canonical, details }
+    }
+}
+
 struct Job {
     work: Work,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The answer, and the work itself handed back, so that the caller's thread frees what it
+/// allocated rather than the writer (freeing another thread's memory costs the writer more).
+struct Reply {
+    result: Result<Done, StoreError>,
+    _work: Work,
 }
 
 /// Handle to a store's writer task. The task stops when the last handle is dropped, after
@@ -92,7 +124,14 @@ impl Writer {
     ///
     /// `direct`, when given, writes audit-only batches on the writer's own thread (SQLite; see
     /// [`DirectAudit`]).
-    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>, direct: Option<DirectAudit>) -> Self {
+    ///
+    /// `index_run`: how far the by-identity audit index may lag (backends that keep it off the
+    /// commit path; see `index_identities`).
+    pub(crate) fn spawn<D: Dialect>(
+        pool: Pool<D::Db>,
+        direct: Option<DirectAudit>,
+        index_run: u64,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -100,7 +139,7 @@ impl Writer {
         let started = runtime.map_err(|e| e.to_string()).and_then(|rt| {
             std::thread::Builder::new()
                 .name(format!("steward-writer-{}", D::NAME))
-                .spawn(move || rt.block_on(run::<D>(pool, direct, rx)))
+                .spawn(move || rt.block_on(run::<D>(pool, direct, index_run, rx)))
                 .map_err(|e| e.to_string())
         });
         // Without its thread the queue is closed: every write fails as unavailable.
@@ -122,7 +161,7 @@ impl Writer {
             .send(Job { work, reply })
             .await
             .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        answer.await.map_err(|_| writer_gone())?.result
     }
 
     pub(crate) async fn commit(&self, change: Change) -> Result<Vec<u64>, StoreError> {
@@ -130,7 +169,8 @@ impl Writer {
             return Ok(Vec::new());
         }
         ops::check_change_text(&change)?;
-        match self.submit(Work::Change(change)).await? {
+        let prepared = change.audit.iter().map(Prepared::new).collect();
+        match self.submit(Work::Change(change, prepared)).await? {
             Done::Seqs(seqs) => Ok(seqs),
             _ => Err(unexpected_reply()),
         }
@@ -180,6 +220,12 @@ struct WriterState<D: Dialect> {
     conn: Option<PoolConnection<D::Db>>,
     /// The backend's own connection for audit-only batches, used on this thread (SQLite).
     direct: Option<DirectAudit>,
+    /// The by-identity audit index's bound as this writer last saw or moved it (SQLite; see
+    /// `index_identities`); `None` until read.
+    indexed: Option<u64>,
+    /// How many records the by-identity index may lag behind the head before the writer adds
+    /// them (SQLite).
+    index_run: u64,
 }
 
 /// The kept connection, or a new one from the pool.
@@ -200,12 +246,15 @@ async fn connection<'s, D: Dialect>(
 async fn run<D: Dialect>(
     pool: Pool<D::Db>,
     direct: Option<DirectAudit>,
+    index_run: u64,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut state = WriterState::<D> {
         head: None,
         conn: None,
         direct,
+        indexed: None,
+        index_run: index_run.max(1),
     };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
@@ -219,13 +268,108 @@ async fn run<D: Dialect>(
         );
         for (job, result) in jobs.drain(..).zip(results) {
             // A caller that stopped waiting no longer needs the answer.
-            let _ = job.reply.send(result);
+            let _ = job.reply.send(Reply {
+                result,
+                _work: job.work,
+            });
+        }
+        if let Some(ix) = D::SQL.deferred_identity_index {
+            index_identities::<D>(&pool, &mut state, ix).await;
         }
     }
     // Back to the pool first: closing waits for every connection to return.
     drop(state.conn.take());
     drop(state.direct.take());
     pool.close().await;
+}
+
+/// Adds the records appended since the by-identity audit index's bound to the index once they
+/// number `index_run` (SQLite; see [`DeferredIdentityIndex`]): one transaction, sorted by
+/// identity, so that each identity's entries cost a leaf page or two per run instead of one per
+/// commit. It runs after the batch's callers have their answers. A failure is logged and the
+/// run retried after the next `index_run` records; readers scan whatever the index does not
+/// cover yet, so no query misses a record meanwhile.
+async fn index_identities<D: Dialect>(
+    pool: &Pool<D::Db>,
+    state: &mut WriterState<D>,
+    ix: DeferredIdentityIndex,
+) {
+    let Some(head) = state.head else { return };
+    let upto = match state.indexed {
+        Some(upto) => upto,
+        None => match indexed_bound::<D>(pool, state, ix).await {
+            Ok(upto) => *state.indexed.insert(upto),
+            Err(e) => {
+                tracing::warn!(backend = D::NAME, error = %e, "cannot read the audit index bound");
+                state.indexed = Some(head.size);
+                return;
+            }
+        },
+    };
+    if head.size < upto.saturating_add(state.index_run) {
+        return;
+    }
+    // One run at a time, so that a long lag (after failures) is caught up a run per batch
+    // instead of in one long transaction that holds up every caller queued behind it.
+    let to = head.size.min(upto.saturating_add(state.index_run));
+    let started = Instant::now();
+    let added = add_to_index::<D>(pool, state, ix, to).await;
+    // Moved, or (after a failure) retried once another run of records is in.
+    state.indexed = Some(to);
+    match added {
+        Ok(()) => tracing::debug!(
+            backend = D::NAME,
+            upto = to,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "indexed audit records by identity"
+        ),
+        Err(e) => {
+            drop(state.conn.take());
+            tracing::warn!(backend = D::NAME, error = %e, "cannot index audit records by identity");
+        }
+    }
+}
+
+async fn indexed_bound<D: Dialect>(
+    pool: &Pool<D::Db>,
+    state: &mut WriterState<D>,
+    ix: DeferredIdentityIndex,
+) -> Result<u64, StoreError> {
+    let conn = connection::<D>(&mut state.conn, pool)
+        .await
+        .map_err(BatchError::into_error)?;
+    let row = D::fetch_optional(conn, crate::dialect::Stmt::new(ix.upto))
+        .await
+        .map_err(ops::db_error::<D>)?;
+    let upto = match row {
+        Some(row) => crate::rows::Cols::<D>::new(&row, "audit_identity_indexed").int("upto")?,
+        None => 0,
+    };
+    Ok(u64::try_from(upto).unwrap_or(0))
+}
+
+async fn add_to_index<D: Dialect>(
+    pool: &Pool<D::Db>,
+    state: &mut WriterState<D>,
+    ix: DeferredIdentityIndex,
+    upto: u64,
+) -> Result<(), StoreError> {
+    let n = ops::to_i64(upto, "audit size")?;
+    let conn = connection::<D>(&mut state.conn, pool)
+        .await
+        .map_err(BatchError::into_error)?;
+    crate::dialect::count_round_trips(1);
+    let mut tx = Connection::begin_with(&mut **conn, D::BEGIN)
+        .await
+        .map_err(ops::db_error::<D>)?;
+    D::exec(&mut tx, crate::dialect::Stmt::new(ix.add).int(n))
+        .await
+        .map_err(ops::db_error::<D>)?;
+    D::exec(&mut tx, crate::dialect::Stmt::new(ix.advance).int(n).int(n))
+        .await
+        .map_err(ops::db_error::<D>)?;
+    crate::dialect::count_round_trips(1);
+    tx.commit().await.map_err(ops::db_error::<D>)
 }
 
 /// Why a batch did not commit.
@@ -238,6 +382,15 @@ pub(crate) enum BatchError {
     /// The remembered audit head was stale (another writer appended): nothing was written;
     /// the batch runs again with the head read from the database.
     StaleHead,
+}
+
+impl BatchError {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Aborted(e) | Self::Commit(e) => e,
+            Self::StaleHead => stale_head(),
+        }
+    }
 }
 
 async fn process<D: Dialect>(
@@ -351,7 +504,7 @@ async fn run_batch<D: Dialect>(
     if let Some(head) = remembered
         && jobs
             .iter()
-            .all(|j| matches!(&j.work, Work::Change(c) if c.mutations.is_empty()))
+            .all(|j| matches!(&j.work, Work::Change(c, _) if c.mutations.is_empty()))
     {
         return append_audit_only::<D>(pool, state, jobs, head).await;
     }
@@ -367,8 +520,8 @@ async fn run_batch<D: Dialect>(
     let mut results: Vec<Option<Result<Done, StoreError>>> = Vec::with_capacity(jobs.len());
     for job in jobs {
         let result = match &job.work {
-            Work::Change(change) if change.mutations.is_empty() => None,
-            Work::Change(change) => {
+            Work::Change(change, _) if change.mutations.is_empty() => None,
+            Work::Change(change, _) => {
                 // SAVEPOINT, then RELEASE or ROLLBACK TO.
                 crate::dialect::count_round_trips(2);
                 let mut savepoint = Connection::begin(&mut *tx).await.map_err(abort)?;
@@ -425,10 +578,10 @@ async fn run_batch<D: Dialect>(
         .iter()
         .zip(&results)
         .filter_map(|(job, r)| match (&job.work, r) {
-            (Work::Change(change), None) => Some(change),
+            (Work::Change(change, prepared), None) => Some((change, prepared)),
             _ => None,
         });
-    let event_count: usize = pending.clone().map(|c| c.audit.len()).sum();
+    let event_count: usize = pending.clone().map(|(c, _)| c.audit.len()).sum();
     let mut seqs = Vec::new();
     let new_head;
     if event_count > 0 {
@@ -446,7 +599,10 @@ async fn run_batch<D: Dialect>(
             StoreError::Corrupt(_) if !trusted => BatchError::StaleHead,
             e => BatchError::Aborted(e),
         };
-        let (rows, next) = chain_events(head, pending.clone().map(|c| c.audit.as_slice()))?;
+        let (rows, next) = chain_events(
+            head,
+            pending.map(|(c, prepared)| (c.audit.as_slice(), prepared.as_slice())),
+        )?;
         ops::insert_audit::<D>(&mut tx, &rows)
             .await
             .map_err(stale)?;
@@ -471,7 +627,7 @@ async fn run_batch<D: Dialect>(
         .zip(results)
         .map(|(job, result)| match (result, &job.work) {
             (Some(done), _) => done,
-            (None, Work::Change(change)) => Ok(Done::Seqs(
+            (None, Work::Change(change, _)) => Ok(Done::Seqs(
                 assigned.by_ref().take(change.audit.len()).collect(),
             )),
             (None, _) => Err(unexpected_reply()),
@@ -491,7 +647,7 @@ async fn append_audit_only<D: Dialect>(
     head: AuditHead,
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
     let events = jobs.iter().filter_map(|j| match &j.work {
-        Work::Change(c) => Some(c.audit.as_slice()),
+        Work::Change(c, prepared) => Some((c.audit.as_slice(), prepared.as_slice())),
         _ => None,
     });
     let (rows, next) = chain_events(head, events)?;
@@ -560,7 +716,7 @@ fn seqs_in_order(jobs: &[Job], size: u64) -> Vec<Result<Done, StoreError>> {
     let mut seq = size;
     jobs.iter()
         .map(|j| match &j.work {
-            Work::Change(c) => {
+            Work::Change(c, _) => {
                 let n = c.audit.len() as u64;
                 let seqs = (seq + 1..=seq + n).collect();
                 seq += n;
@@ -574,24 +730,21 @@ fn seqs_in_order(jobs: &[Job], size: u64) -> Vec<Result<Done, StoreError>> {
 /// Assigns sequence numbers after `head` and computes each record's leaf and chain hash.
 fn chain_events<'a>(
     head: AuditHead,
-    changes: impl Iterator<Item = &'a [steward_core::AuditEvent]>,
+    changes: impl Iterator<Item = (&'a [AuditEvent], &'a [Prepared])>,
 ) -> Result<(Vec<AuditRow<'a>>, AuditHead), BatchError> {
     let mut size = head.size;
     let mut chain = head.chain_hash;
     let mut rows = Vec::new();
-    for event in changes.flatten() {
+    let mut canonical = Vec::new();
+    for (event, prepared) in changes.flat_map(|(events, prepared)| events.iter().zip(prepared)) {
         size += 1;
-        let leaf = merkle::leaf_hash(&event.canonical_bytes(size));
+        prepared.canonical.write_with_seq(size, &mut canonical);
+        let leaf = merkle::leaf_hash(&canonical);
         chain = merkle::chain_hash(&chain, &leaf);
-        let details = serde_json::to_string(&event.details).map_err(|e| {
-            BatchError::Aborted(StoreError::Backend(format!(
-                "cannot serialize audit details: {e}"
-            )))
-        })?;
         rows.push(AuditRow {
             seq: ops::to_i64(size, "audit sequence number").map_err(BatchError::Aborted)?,
             event,
-            details,
+            details: &prepared.details,
             leaf_hash: leaf,
             chain_hash: chain,
         });

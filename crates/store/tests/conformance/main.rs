@@ -12,6 +12,7 @@ mod authz;
 mod commits;
 mod console;
 mod findings;
+mod identity_index;
 mod leases;
 mod lifecycle;
 mod lists;
