@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most keys tracked at once; beyond it, stale entries are swept and then the oldest dropped.
@@ -18,6 +19,9 @@ pub struct FailureLimiter {
     limit: u32,
     window: Duration,
     entries: Mutex<HashMap<String, Entry>>,
+    /// How many keys `entries` holds, kept in step under its lock: while it is 0 (no recent
+    /// failure anywhere, the common case) a request needs neither the lock nor its keys.
+    tracked: AtomicUsize,
 }
 
 impl FailureLimiter {
@@ -26,7 +30,14 @@ impl FailureLimiter {
             limit: limit.max(1),
             window,
             entries: Mutex::new(HashMap::new()),
+            tracked: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether no key has a failure on record: then no key is locked out, and a success has
+    /// nothing to clear.
+    pub fn is_clear(&self) -> bool {
+        self.tracked.load(Ordering::Acquire) == 0
     }
 
     /// `Err(retry_after)` while `key` is locked out.
@@ -71,8 +82,10 @@ impl FailureLimiter {
         if e.failures >= self.limit {
             let until = now + self.window;
             e.locked_until = Some(until);
+            self.tracked.store(map.len(), Ordering::Release);
             return Err(self.window);
         }
+        self.tracked.store(map.len(), Ordering::Release);
         Ok(())
     }
 
@@ -80,6 +93,7 @@ impl FailureLimiter {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if map.get(key).is_some_and(|e| e.locked_until.is_none()) {
             map.remove(key);
+            self.tracked.store(map.len(), Ordering::Release);
         }
     }
 }
@@ -101,5 +115,20 @@ mod tests {
         assert!(l.check("c").is_err());
         // Other keys are unaffected.
         assert!(l.check("d").is_ok());
+    }
+
+    #[test]
+    fn clear_only_while_no_failure_is_on_record() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60));
+        assert!(l.is_clear());
+        assert!(l.record_failure("c").is_ok());
+        assert!(!l.is_clear());
+        l.record_success("c");
+        assert!(l.is_clear(), "a success clears the only failure on record");
+        assert!(l.record_failure("c").is_ok());
+        assert!(l.record_failure("c").is_ok());
+        assert!(l.record_failure("c").is_err());
+        l.record_success("c");
+        assert!(!l.is_clear(), "a lock-out stays on record");
     }
 }

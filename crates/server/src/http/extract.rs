@@ -17,6 +17,17 @@ use crate::state::AppState;
 /// The request's id (from `X-Request-Id` when well-formed, else generated) and source address.
 pub struct ReqCtx(pub Ctx);
 
+/// A random (version 4) UUID from aws-lc's generator, which is seeded once and runs in user
+/// space: `Uuid::new_v4` asks the kernel for every id, a system call on each request.
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    steward_crypto::rand::fill(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
 pub fn request_ctx(parts: &Parts) -> Ctx {
     let request_id = parts
         .headers
@@ -29,7 +40,7 @@ pub fn request_ctx(parts: &Parts) -> Ctx {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
+        .unwrap_or_else(new_request_id);
     let source = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()

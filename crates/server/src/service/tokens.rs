@@ -291,6 +291,9 @@ impl Inner {
     }
 
     fn check_lockout(&self, client: Option<Uuid>, ctx: &Ctx) -> Result<(), OAuthError> {
+        if self.limiter.is_clear() {
+            return Ok(());
+        }
         if let Some(c) = client {
             self.limiter
                 .check(&format!("client:{c}"))
@@ -393,10 +396,12 @@ impl Inner {
             }
             Err(_) => return Err(OAuthError::unavailable()),
         };
+        // `hash` is the HMAC of the presented key, already computed for the look-up: compared in
+        // constant time with the stored one, not recomputed.
         let stored_ok = cred
             .secret_hash
             .as_deref()
-            .is_some_and(|h| self.hasher.verify(key.expose_secret().as_bytes(), h));
+            .is_some_and(|h| steward_crypto::constant_time_eq(&hash, h));
         if !stored_ok || cred.kind != CredentialKind::ApiKey {
             return Err(self
                 .auth_failure(ctx, action, Some(client), "unknown client secret")
@@ -417,7 +422,9 @@ impl Inner {
             return Err(self.auth_failure(ctx, action, Some(client), r).await);
         }
         let identity = self.live_identity(client, ctx, action).await?;
-        self.limiter.record_success(&format!("client:{client}"));
+        if !self.limiter.is_clear() {
+            self.limiter.record_success(&format!("client:{client}"));
+        }
         Ok(AuthenticatedClient {
             identity,
             credential_id: cred.id,
@@ -544,7 +551,9 @@ impl Inner {
             Err(_) => return Err(OAuthError::unavailable()),
         }
         let identity = self.live_identity(client, ctx, action).await?;
-        self.limiter.record_success(&format!("client:{client}"));
+        if !self.limiter.is_clear() {
+            self.limiter.record_success(&format!("client:{client}"));
+        }
         Ok(AuthenticatedClient {
             identity,
             credential_id,
