@@ -224,8 +224,30 @@ struct WriterState<D: Dialect> {
     /// `index_identities`); `None` until read.
     indexed: Option<u64>,
     /// How many records the by-identity index may lag behind the head before the writer adds
-    /// them (SQLite).
+    /// them (SQLite): adapted between `min_run` and `max_run` to the time runs take.
     index_run: u64,
+    max_run: u64,
+}
+
+/// How long an index run may hold the writer (and every commit queued behind it). A run costs
+/// about one leaf page per distinct identity in it: with a few busy identities even the longest
+/// run is quick, with thousands a long run would pause the writer for tens of milliseconds.
+const INDEX_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// The shortest run the writer shrinks to (unless configured shorter).
+const MIN_INDEX_RUN: u64 = 64;
+
+/// The next run length: halved after a run that held the writer longer than [`INDEX_PAUSE`],
+/// doubled after one that took less than half of it, within `[min(MIN_INDEX_RUN, max), max]`.
+fn next_index_run(run: u64, max: u64, took: std::time::Duration) -> u64 {
+    let min = MIN_INDEX_RUN.min(max);
+    if took > INDEX_PAUSE {
+        (run / 2).max(min)
+    } else if took < INDEX_PAUSE / 2 {
+        run.saturating_mul(2).min(max)
+    } else {
+        run
+    }
+    .clamp(min, max)
 }
 
 /// The kept connection, or a new one from the pool.
@@ -255,6 +277,7 @@ async fn run<D: Dialect>(
         direct,
         indexed: None,
         index_run: index_run.max(1),
+        max_run: index_run.max(1),
     };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
@@ -317,12 +340,17 @@ async fn index_identities<D: Dialect>(
     // Moved, or (after a failure) retried once another run of records is in.
     state.indexed = Some(to);
     match added {
-        Ok(()) => tracing::debug!(
-            backend = D::NAME,
-            upto = to,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "indexed audit records by identity"
-        ),
+        Ok(()) => {
+            let took = started.elapsed();
+            state.index_run = next_index_run(state.index_run, state.max_run, took);
+            tracing::debug!(
+                backend = D::NAME,
+                upto = to,
+                elapsed_us = took.as_micros() as u64,
+                next_run = state.index_run,
+                "indexed audit records by identity"
+            );
+        }
         Err(e) => {
             drop(state.conn.take());
             tracing::warn!(backend = D::NAME, error = %e, "cannot index audit records by identity");
@@ -756,4 +784,34 @@ fn chain_events<'a>(
             chain_hash: chain,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn index_runs_shrink_when_slow_and_grow_back_when_quick() {
+        let slow = INDEX_PAUSE + Duration::from_micros(1);
+        let quick = INDEX_PAUSE / 4;
+        let steady = INDEX_PAUSE * 3 / 4;
+        // Slow runs halve down to the floor, quick ones double up to the ceiling.
+        let mut run = 4096;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            run = next_index_run(run, 4096, slow);
+            seen.push(run);
+        }
+        assert_eq!(seen, [2048, 1024, 512, 256, 128, 64, 64, 64]);
+        for _ in 0..8 {
+            run = next_index_run(run, 4096, quick);
+        }
+        assert_eq!(run, 4096);
+        // In between, the length holds.
+        assert_eq!(next_index_run(512, 4096, steady), 512);
+        // A configured ceiling below the floor is both.
+        assert_eq!(next_index_run(5, 5, slow), 5);
+        assert_eq!(next_index_run(5, 5, quick), 5);
+    }
 }
