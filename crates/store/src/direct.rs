@@ -102,6 +102,39 @@ impl DirectAudit {
         Ok(())
     }
 
+    /// Runs `add` (argument `upto`) and `advance` (arguments `upto`, `upto`) in one durable
+    /// transaction: a run of the by-identity audit index (see `writer::index_identities`), here
+    /// on the writer's own thread like the audit batches, so that a run costs no hand-offs, and
+    /// the writes of this connection and the sqlx one do not keep invalidating each other's page
+    /// cache.
+    pub(crate) fn index_run(
+        &mut self,
+        add: &str,
+        advance: &str,
+        upto: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(store_error)?;
+        let ran = self
+            .conn
+            .prepare_cached(add)
+            .and_then(|mut s| s.execute(params![upto]))
+            .and_then(|_| {
+                self.conn
+                    .prepare_cached(advance)
+                    .and_then(|mut s| s.execute(params![upto, upto]))
+            })
+            .and_then(|_| self.conn.execute_batch("COMMIT"));
+        if let Err(e) = ran {
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Err(store_error(e));
+        }
+        Ok(())
+    }
+
     fn write(
         &self,
         rows: &[AuditRow<'_>],

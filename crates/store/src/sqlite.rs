@@ -51,7 +51,7 @@ impl Default for SqliteOptions {
 /// leaf page per identity in it and holds the writer meanwhile: with a few dozen busy identities
 /// a run of 4,096 is quick and saves nearly every page indexing on every commit cost; with
 /// thousands it would pause the writer for 20–40 ms, so the writer shortens its runs (down to
-/// 64 records) while they take longer than 2 ms, and lengthens them again when they are quick.
+/// 256 records) while they take longer than 2 ms, and lengthens them again when they are quick.
 pub const AUDIT_INDEX_RUN: u64 = 4096;
 
 /// Page cache of the writer's connection (negative: KiB).

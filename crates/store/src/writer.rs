@@ -234,7 +234,7 @@ struct WriterState<D: Dialect> {
 /// run is quick, with thousands a long run would pause the writer for tens of milliseconds.
 const INDEX_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 /// The shortest run the writer shrinks to (unless configured shorter).
-const MIN_INDEX_RUN: u64 = 64;
+const MIN_INDEX_RUN: u64 = 256;
 
 /// The next run length: halved after a run that held the writer longer than [`INDEX_PAUSE`],
 /// doubled after one that took less than half of it, within `[min(MIN_INDEX_RUN, max), max]`.
@@ -383,6 +383,10 @@ async fn add_to_index<D: Dialect>(
     upto: u64,
 ) -> Result<(), StoreError> {
     let n = ops::to_i64(upto, "audit size")?;
+    if let Some(direct) = state.direct.as_mut() {
+        crate::dialect::count_round_trips(1);
+        return direct.index_run(ix.add, ix.advance, n);
+    }
     let conn = connection::<D>(&mut state.conn, pool)
         .await
         .map_err(BatchError::into_error)?;
@@ -803,7 +807,7 @@ mod tests {
             run = next_index_run(run, 4096, slow);
             seen.push(run);
         }
-        assert_eq!(seen, [2048, 1024, 512, 256, 128, 64, 64, 64]);
+        assert_eq!(seen, [2048, 1024, 512, 256, 256, 256, 256, 256]);
         for _ in 0..8 {
             run = next_index_run(run, 4096, quick);
         }
