@@ -22,6 +22,19 @@ async fn open(path: &Path, run: u64) -> Arc<dyn Store> {
         .expect("open")
 }
 
+/// Commits one record per identity given (`None`: a record of no identity), one per batch, with
+/// runs too long for any of them to be indexed, then closes the store.
+async fn write_unindexed(path: &Path, identities: impl Iterator<Item = Option<Uuid>>) {
+    let store = open(path, 1_000_000).await;
+    for identity in identities {
+        let e = match identity {
+            Some(id) => event("token.issue").identity(id),
+            None => event("system.tick"),
+        };
+        commit(&store, Change::audit_only(e)).await;
+    }
+}
+
 async fn raw(path: &Path) -> SqliteConnection {
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
     SqliteConnection::connect_with(&options)
@@ -159,13 +172,8 @@ async fn the_upgrade_indexes_the_records_already_there() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("steward.db");
     let x = Uuid::now_v7();
-    {
-        let store = open(&path, 1_000_000).await;
-        for _ in 0..4 {
-            commit(&store, Change::audit_only(event("token.issue").identity(x))).await;
-            commit(&store, Change::audit_only(event("system.tick"))).await;
-        }
-    }
+    let both = [Some(x), None];
+    write_unindexed(&path, (0..8).map(|n| both[n % 2])).await;
     // Back to the schema before migration 11: the plain index, no index table.
     let mut conn = raw(&path).await;
     sqlx::raw_sql(
@@ -197,12 +205,7 @@ async fn a_long_lag_is_caught_up_one_run_per_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("steward.db");
     let x = Uuid::now_v7();
-    {
-        let store = open(&path, 1_000_000).await;
-        for _ in 0..12 {
-            commit(&store, Change::audit_only(event("token.issue").identity(x))).await;
-        }
-    }
+    write_unindexed(&path, (0..12).map(|_| Some(x))).await;
     assert_eq!(index_state(&path).await, (0, 0), "nothing indexed yet");
     let store = open(&path, 5).await;
     // The writer indexes after answering, so a bound read right after a commit may or may not
