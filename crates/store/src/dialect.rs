@@ -181,7 +181,7 @@ impl<'a, D: Dialect> SqlBuilder<'a, D> {
 
 /// The statements of an audit index by identity that the writer fills in runs of records, not on
 /// every commit: records at or below the indexed bound are found through the index table, the
-/// records above it by scanning the log's tail (see `engine::identity_audit_page`).
+/// records above it by scanning the log's tail (see `engine::audit_page`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeferredIdentityIndex {
     /// Returns `upto`, the highest sequence number whose record is indexed.

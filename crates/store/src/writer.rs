@@ -224,7 +224,7 @@ struct WriterState<D: Dialect> {
     /// `index_identities`); `None` until read.
     indexed: Option<u64>,
     /// How many records the by-identity index may lag behind the head before the writer adds
-    /// them (SQLite): adapted between `min_run` and `max_run` to the time runs take.
+    /// them (SQLite): adapted to the time runs take (`next_index_run`), at most `max_run`.
     index_run: u64,
     max_run: u64,
 }
@@ -239,15 +239,14 @@ const MIN_INDEX_RUN: u64 = 256;
 /// The next run length: halved after a run that held the writer longer than [`INDEX_PAUSE`],
 /// doubled after one that took less than half of it, within `[min(MIN_INDEX_RUN, max), max]`.
 fn next_index_run(run: u64, max: u64, took: std::time::Duration) -> u64 {
-    let min = MIN_INDEX_RUN.min(max);
-    if took > INDEX_PAUSE {
-        (run / 2).max(min)
+    let next = if took > INDEX_PAUSE {
+        run / 2
     } else if took < INDEX_PAUSE / 2 {
-        run.saturating_mul(2).min(max)
+        run.saturating_mul(2)
     } else {
         run
-    }
-    .clamp(min, max)
+    };
+    next.clamp(MIN_INDEX_RUN.min(max), max)
 }
 
 /// The kept connection, or a new one from the pool.

@@ -1,7 +1,7 @@
 -- The audit log's by-identity index, kept off the commit path (version 11, SQLite).
 -- An index on audit (identity_id, seq) dirtied one leaf page per identity in every group commit,
 -- and SQLite writes whole pages to its WAL: most of a token batch's bytes on disk. The writer now
--- adds a run of records to this table every few thousand appends, sorted by identity, in one
+-- adds runs of records to this table (a few hundred to a few thousand), sorted by identity, in one
 -- transaction that also moves `upto`. Readers find an identity's records at or below `upto`
 -- here, and scan the short tail above it. PostgreSQL keeps its plain index.
 
