@@ -64,6 +64,9 @@ pub struct AgentArgs {
 
 struct Current {
     summary: x509::CertSummary,
+    /// When the certificate file was written, which is when it was obtained: the file is replaced
+    /// by a rename right after issuance.
+    written: Option<OffsetDateTime>,
     cert_pem: String,
     key_pem: String,
 }
@@ -73,8 +76,13 @@ fn read_current(dir: &Path) -> Option<Current> {
     let key_pem = std::fs::read_to_string(dir.join(KEY_FILE)).ok()?;
     let ders = x509::certificates_from_pem_or_der(cert_pem.as_bytes()).ok()?;
     let summary = x509::parse_certificate(ders.first()?).ok()?;
+    let written = std::fs::metadata(dir.join(CERT_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .map(OffsetDateTime::from);
     Some(Current {
         summary,
+        written,
         cert_pem,
         key_pem,
     })
@@ -82,8 +90,17 @@ fn read_current(dir: &Path) -> Option<Current> {
 
 /// When to renew `c`: `fraction` of its lifetime, moved by up to ±10% of the lifetime by a jitter
 /// derived from its serial (stable for one certificate, spread across a fleet).
-fn renew_time(c: &x509::CertSummary, fraction: f64) -> OffsetDateTime {
-    let life = (c.not_after - c.not_before).as_seconds_f64().max(1.0);
+///
+/// The lifetime counts from when the certificate was obtained (`obtained`, kept within the
+/// validity), not from `notBefore`: issuers backdate `notBefore` for clock skew (Steward by a
+/// minute), and with short lifetimes the backdate would put every renewal in the past.
+fn renew_time(
+    c: &x509::CertSummary,
+    obtained: Option<OffsetDateTime>,
+    fraction: f64,
+) -> OffsetDateTime {
+    let start = obtained.map_or(c.not_before, |t| t.clamp(c.not_before, c.not_after));
+    let life = (c.not_after - start).as_seconds_f64().max(1.0);
     let byte = u8::from_str_radix(
         c.serial
             .get(c.serial.len().saturating_sub(2)..)
@@ -93,7 +110,7 @@ fn renew_time(c: &x509::CertSummary, fraction: f64) -> OffsetDateTime {
     .unwrap_or(128);
     let jitter = (f64::from(byte) / 255.0 - 0.5) * 0.2;
     let at = (fraction + jitter).clamp(0.05, 0.95);
-    c.not_before + time::Duration::seconds_f64(life * at)
+    (start + time::Duration::seconds_f64(life * at)).min(c.not_after)
 }
 
 fn now() -> OffsetDateTime {
@@ -265,7 +282,7 @@ pub async fn agent(server: Option<String>, creds_path: &Path, a: AgentArgs) -> R
         let mut ok = true;
         let cert_due = current
             .as_ref()
-            .is_none_or(|c| now() >= renew_time(&c.summary, a.renew_fraction));
+            .is_none_or(|c| now() >= renew_time(&c.summary, c.written, a.renew_fraction));
         if cert_due {
             match refresh_cert(&a, &server, &creds, current.as_ref()).await {
                 Ok(issued) => {
@@ -307,7 +324,7 @@ pub async fn agent(server: Option<String>, creds_path: &Path, a: AgentArgs) -> R
         let wait = if ok {
             backoff = Duration::from_secs(1);
             let mut next = read_current(&a.out_dir)
-                .map(|c| renew_time(&c.summary, a.renew_fraction))
+                .map(|c| renew_time(&c.summary, c.written, a.renew_fraction))
                 .unwrap_or_else(|| now() + time::Duration::seconds(1));
             if !a.no_token {
                 next = next.min(token_due);
@@ -336,23 +353,44 @@ pub async fn agent(server: Option<String>, creds_path: &Path, a: AgentArgs) -> R
 mod tests {
     use super::*;
 
+    fn summary(serial: &str, not_before: OffsetDateTime, secs: i64) -> x509::CertSummary {
+        x509::CertSummary {
+            serial: serial.into(),
+            subject: String::new(),
+            subject_cn: None,
+            issuer: String::new(),
+            not_before,
+            not_after: not_before + time::Duration::seconds(secs),
+            uris: vec![],
+            dns_names: vec![],
+            is_ca: false,
+        }
+    }
+
     #[test]
     fn renew_time_is_about_half_the_lifetime() {
         let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         for serial in ["40aa00", "40aaff", "40aa80"] {
-            let c = x509::CertSummary {
-                serial: serial.into(),
-                subject: String::new(),
-                subject_cn: None,
-                issuer: String::new(),
-                not_before: t0,
-                not_after: t0 + time::Duration::seconds(1000),
-                uris: vec![],
-                dns_names: vec![],
-                is_ca: false,
-            };
-            let at = (renew_time(&c, 0.5) - t0).whole_seconds();
+            let c = summary(serial, t0, 1000);
+            let at = (renew_time(&c, None, 0.5) - t0).whole_seconds();
             assert!((400..=600).contains(&at), "{serial}: {at}");
         }
+    }
+
+    #[test]
+    fn a_backdated_not_before_does_not_pull_the_renewal_into_the_past() {
+        // Issued at t0 for 8 s, notBefore backdated by a minute: renewal is 3.2–4.8 s after t0.
+        let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let c = summary("40aa00", t0 - time::Duration::seconds(60), 68);
+        let at = renew_time(&c, Some(t0), 0.5) - t0;
+        assert!(
+            (3.2..=4.8).contains(&at.as_seconds_f64()),
+            "renews {at} after issuance"
+        );
+        // A write time outside the validity is clamped into it.
+        let late = renew_time(&c, Some(t0 + time::Duration::hours(1)), 0.5);
+        assert!(late <= c.not_after);
+        let early = renew_time(&c, Some(t0 - time::Duration::hours(1)), 0.5);
+        assert_eq!(early, renew_time(&c, None, 0.5));
     }
 }

@@ -262,8 +262,10 @@ async fn agent_keeps_files_fresh_across_a_server_restart() {
         }
     };
     watch(Instant::now() + Duration::from_secs(14), &mut seen);
+    // Issued for 8 s (notBefore backdated by a minute), renewed 3.2–4.8 s after issuance: about
+    // four certificates in 14 s, and never a renewal loop.
     assert!(
-        seen.len() >= 3,
+        (3..=8).contains(&seen.len()),
         "renewed at about half the lifetime: {} certificates",
         seen.len()
     );
@@ -279,7 +281,6 @@ async fn agent_keeps_files_fresh_across_a_server_restart() {
     assert_eq!(token.split('.').count(), 3, "a JWT");
     // Stop the server long enough for the certificate to expire; the agent retries meanwhile.
     drop(srv);
-    let stopped_at = time::OffsetDateTime::now_utc();
     // A renewal already answered before the kill may still be writing its files: let it land.
     watch(Instant::now() + Duration::from_secs(1), &mut seen);
     let before = seen.len();
@@ -292,7 +293,7 @@ async fn agent_keeps_files_fresh_across_a_server_restart() {
     let _srv = serve(&data, port).await;
     // Generous: on a loaded CI machine the debug server's first requests can be slow.
     let deadline = Instant::now() + Duration::from_secs(45);
-    while seen.last().unwrap().1 < stopped_at && Instant::now() < deadline {
+    while seen.len() == before && Instant::now() < deadline {
         watch(Instant::now() + Duration::from_millis(200), &mut seen);
     }
     let (last, _) = seen.last().unwrap();
