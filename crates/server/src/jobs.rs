@@ -9,6 +9,9 @@ use tokio::time::MissedTickBehavior;
 
 use crate::state::AppState;
 
+/// How often each node extends its Merkle tree of the audit log to the log's head.
+const AUDIT_TREE_PERIOD: Duration = Duration::from_secs(10);
+
 pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinHandle<()>> {
     vec![
         // Keeps the ring current when no token is being signed (see `Inner::signing_ring`).
@@ -62,6 +65,13 @@ pub fn spawn_all(state: &AppState, schedule: crate::keys::Schedule) -> Vec<JoinH
         ),
         spawn_every(state.clone(), Duration::from_secs(5), |s| async move {
             flush_usage(&s).await
+        }),
+        // Every node keeps its Merkle tree of the log current, a little at a time, so that
+        // checkpoints are cheap on whichever node signs them.
+        spawn_every(state.clone(), AUDIT_TREE_PERIOD, |s| async move {
+            if let Err(e) = s.advance_audit_tree().await {
+                tracing::warn!(error = %e, "extending the audit Merkle tree failed");
+            }
         }),
         crate::leases::spawn_singleton(
             state.clone(),

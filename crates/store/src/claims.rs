@@ -1,7 +1,8 @@
 //! One-time claims in bulk: claims made at the same moment by concurrent requests are sent as one
 //! statement, so replay protection (`private_key_jwt` and DPoP `jti`s) costs a fraction of a
 //! database round trip per request. SQLite's writer claims a batch's values together inside its
-//! transaction; on PostgreSQL, where claims bypass the writer, [`ClaimBatcher`] gathers them.
+//! transaction; on PostgreSQL, where claims bypass the writer, [`ClaimBatcher`] gathers them, on
+//! a thread and connection of its own, waiting for more as the writer does (`gather.rs`).
 //!
 //! A PostgreSQL batch is one autocommit `INSERT … ON CONFLICT … RETURNING` in key order: it holds
 //! only the rows it claims, in the same order on every node, so it neither deadlocks nor holds up
@@ -14,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
 use crate::dialect::{Conn, Dialect, Stmt};
+use crate::gather::{ArrivalRate, GroupCommit, gather, spawn_loop};
 use crate::ops::{Claim, db_error, to_hex};
 use crate::rows::Cols;
 
@@ -35,10 +37,14 @@ fn gone() -> StoreError {
 }
 
 impl ClaimBatcher {
-    /// Starts the batcher on the current runtime. `D::SQL.claim_many` must be set.
-    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>) -> Self {
+    /// Starts the batcher on a thread of its own (gathering blocks it while it waits), with a
+    /// single-threaded runtime and `pool`, which it should not share. `D::SQL.claim_many` must
+    /// be set. Without its thread the queue is closed and every claim fails as unavailable.
+    pub(crate) fn spawn<D: Dialect>(pool: Pool<D::Db>, group: GroupCommit) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run::<D>(pool, rx));
+        spawn_loop(format!("steward-claims-{}", D::NAME), move || {
+            run::<D>(pool, group, rx)
+        });
         Self { queue }
     }
 
@@ -50,9 +56,15 @@ impl ClaimBatcher {
     }
 }
 
-async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<(Claim, Reply)>) {
+async fn run<D: Dialect>(
+    pool: Pool<D::Db>,
+    group: GroupCommit,
+    mut rx: mpsc::Receiver<(Claim, Reply)>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut rate = ArrivalRate::default();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        gather(&mut rx, &mut jobs, MAX_BATCH, group, &mut rate);
         let claims: Vec<&Claim> = jobs.iter().map(|(c, _)| c).collect();
         let result = match pool.acquire().await {
             Ok(mut conn) => claim_many::<D>(&mut conn, &claims).await,
@@ -71,6 +83,54 @@ async fn run<D: Dialect>(pool: Pool<D::Db>, mut rx: mpsc::Receiver<(Claim, Reply
             }
         }
     }
+    pool.close().await;
+}
+
+/// A batch of claims as the `claim_many` statement takes them.
+pub(crate) struct ClaimBatch {
+    keys: Vec<(String, String)>,
+    /// Whether each claim is its key's first in the batch (a later one is a replay).
+    first: Vec<bool>,
+    /// The statement's first argument: `[{"n": namespace, "h": hex hash, "e": expiry µs}]`,
+    /// each key once.
+    pub(crate) json: String,
+    /// The statement's second argument: the most conservative "now" of the batch, so that an
+    /// entry counts as expired only if it had expired for every caller.
+    pub(crate) now_us: i64,
+}
+
+impl ClaimBatch {
+    pub(crate) fn new(claims: &[&Claim]) -> Self {
+        let keys: Vec<(String, String)> = claims
+            .iter()
+            .map(|c| (c.namespace().to_owned(), to_hex(c.value_hash())))
+            .collect();
+        let mut seen = HashSet::with_capacity(keys.len());
+        let first: Vec<bool> = keys.iter().map(|k| seen.insert(k)).collect();
+        let rows: Vec<serde_json::Value> = claims
+            .iter()
+            .zip(&keys)
+            .zip(&first)
+            .filter(|(_, first)| **first)
+            .map(|((c, (n, h)), _)| serde_json::json!({"n": n, "h": h, "e": c.expires_us()}))
+            .collect();
+        Self {
+            keys,
+            first,
+            json: serde_json::Value::Array(rows).to_string(),
+            now_us: claims.iter().map(|c| c.now_us()).min().unwrap_or(0),
+        }
+    }
+
+    /// Per claim, in order: whether it was fresh, given the `(namespace, hex hash)` pairs the
+    /// statement returned (the keys it inserted or took over from an expired entry).
+    pub(crate) fn answers(&self, fresh: &HashSet<(String, String)>) -> Vec<bool> {
+        self.keys
+            .iter()
+            .zip(&self.first)
+            .map(|(k, first)| *first && fresh.contains(k))
+            .collect()
+    }
 }
 
 /// Sends one batch; answers per claim, in order.
@@ -81,35 +141,15 @@ pub(crate) async fn claim_many<D: Dialect>(
     if claims.is_empty() {
         return Ok(vec![]);
     }
-    let keys: Vec<(&str, String)> = claims
-        .iter()
-        .map(|c| (c.namespace(), to_hex(c.value_hash())))
-        .collect();
-    // Each key once: a second claim of the same value in the batch is a replay.
-    let mut seen = HashSet::with_capacity(keys.len());
-    let first: Vec<bool> = keys.iter().map(|k| seen.insert(k)).collect();
-    let rows: Vec<serde_json::Value> = claims
-        .iter()
-        .zip(&keys)
-        .zip(&first)
-        .filter(|(_, first)| **first)
-        .map(|((c, (n, h)), _)| serde_json::json!({"n": n, "h": h, "e": c.expires_us()}))
-        .collect();
-    // The most conservative "now" of the batch: an entry counts as expired only if it had
-    // expired for every caller.
-    let now = claims.iter().map(|c| c.now_us()).min().unwrap_or(0);
+    let batch = ClaimBatch::new(claims);
     let stmt = Stmt::new(D::SQL.claim_many)
-        .owned_text(serde_json::Value::Array(rows).to_string())
-        .int(now);
+        .text(&batch.json)
+        .int(batch.now_us);
     let fresh_rows = D::fetch_all(conn, stmt).await.map_err(db_error::<D>)?;
     let mut fresh = HashSet::with_capacity(fresh_rows.len());
     for row in &fresh_rows {
         let c = Cols::<D>::new(row, "once_values");
         fresh.insert((c.text("namespace")?, c.text("h")?));
     }
-    Ok(keys
-        .iter()
-        .zip(first)
-        .map(|((n, h), first)| first && fresh.contains(&((*n).to_owned(), h.clone())))
-        .collect())
+    Ok(batch.answers(&fresh))
 }

@@ -1,21 +1,23 @@
-//! The SQLite writer's direct connection: audit-only batches (token issuance, decisions, refusals)
-//! written on the writer's own thread through cached prepared statements, with no hand-off.
+//! The SQLite writer's direct connection: batches of audit records and one-time claims (token
+//! issuance, decisions, refusals, `jti`s) written on the writer's own thread, with no hand-off.
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own and sends it each command over
 //! a channel, so a batch written through sqlx costs two thread wake-ups per command, and on a busy
 //! two-core machine each wake-up waits for a core behind the request workers. This connection is
 //! opened on the same file (after migrations, in WAL mode, `synchronous = FULL`) and used only by
 //! the writer, one batch at a time, so the writer's two connections never write concurrently. A
-//! batch here is the same transaction the general path would run: the rows, then the head moved
+//! batch here is the same transaction the general path would run: the claims, the rows, then the head moved
 //! only if it is still where this writer left it (so another writer on the same file makes the
 //! batch write nothing and rerun from a fresh read), then COMMIT, which returns once the WAL is
 //! synced. Every other kind of batch keeps going through sqlx.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, params};
 
+use crate::claims::ClaimBatch;
 use crate::dialect::audit_columns;
 use crate::ops::AuditRow;
 use crate::writer::BatchError;
@@ -70,13 +72,16 @@ impl DirectAudit {
         Ok(Self { conn })
     }
 
-    /// Writes `rows` and moves the head from `previous` to `next`, in one durable transaction.
+    /// Runs `claims` (the dialect's `claim_many` statement and its batch), writes `rows` and
+    /// moves the head from `previous` to `next`, in one durable transaction. Returns the keys
+    /// the claims took, as [`ClaimBatch::answers`] reads them.
     pub(crate) fn append(
         &mut self,
+        claims: Option<(&str, &ClaimBatch)>,
         rows: &[AuditRow<'_>],
         previous: &AuditHead,
         next: &AuditHead,
-    ) -> Result<(), BatchError> {
+    ) -> Result<HashSet<(String, String)>, BatchError> {
         if !self.conn.is_autocommit() {
             // A transaction left open by a failure we could not roll back.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -89,17 +94,41 @@ impl DirectAudit {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| BatchError::Aborted(store_error(e)))?;
-        if let Err(e) = self.write(rows, previous, next) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e);
+        let written = match claims {
+            Some((sql, batch)) => self.claim(sql, batch),
+            None => Ok(HashSet::new()),
         }
+        .and_then(|fresh| self.write(rows, previous, next).map(|()| fresh));
+        let fresh = match written {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             if !self.conn.is_autocommit() {
                 let _ = self.conn.execute_batch("ROLLBACK");
             }
             return Err(BatchError::Commit(store_error(e)));
         }
-        Ok(())
+        Ok(fresh)
+    }
+
+    /// The batch's one-time claims, in one statement: the `(namespace, hex hash)` keys taken.
+    fn claim(
+        &self,
+        sql: &str,
+        batch: &ClaimBatch,
+    ) -> Result<HashSet<(String, String)>, BatchError> {
+        let abort = |e| BatchError::Aborted(store_error(e));
+        let mut stmt = self.conn.prepare_cached(sql).map_err(abort)?;
+        let rows = stmt
+            .query_map(params![batch.json, batch.now_us], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(abort)?;
+        rows.collect::<Result<HashSet<_>, _>>().map_err(abort)
     }
 
     /// Runs `add` (argument `upto`) and `advance` (arguments `upto`, `upto`) in one durable
@@ -248,7 +277,7 @@ mod tests {
             chain_hash: [2; 32],
         };
         assert!(matches!(
-            direct.append(&[row(&e, 1)], &stale, &next),
+            direct.append(None, &[row(&e, 1)], &stale, &next),
             Err(BatchError::StaleHead)
         ));
         // A fresh sequence number, but the head is not where this writer left it.
@@ -257,7 +286,7 @@ mod tests {
             chain_hash: [2; 32],
         };
         assert!(matches!(
-            direct.append(&[row(&e, 2)], &stale, &next),
+            direct.append(None, &[row(&e, 2)], &stale, &next),
             Err(BatchError::StaleHead)
         ));
         assert_eq!(store.audit_head().await.expect("head"), head);
@@ -265,7 +294,7 @@ mod tests {
 
         // From the real head, the same batch commits, and the pooled store sees it.
         direct
-            .append(&[row(&e, 2)], &head, &next)
+            .append(None, &[row(&e, 2)], &head, &next)
             .expect("append from the real head");
         assert_eq!(store.audit_head().await.expect("head"), next);
         assert_eq!(store.audit_range(2, 10).await.expect("range").len(), 1);

@@ -38,14 +38,18 @@ pub(crate) struct SqlStore<D: Dialect> {
 
 impl<D: Dialect> SqlStore<D> {
     pub(crate) fn new(pool: Pool<D::Db>, writer: Writer) -> Self {
-        let claims =
-            (!D::SINGLE_WRITER).then(|| crate::claims::ClaimBatcher::spawn::<D>(pool.clone()));
         Self {
             pool,
             writer,
-            claims,
+            claims: None,
             notices: None,
         }
+    }
+
+    /// One-time claims go to `batcher` instead of the writer (backends with many writers).
+    pub(crate) fn with_claims(mut self, batcher: crate::claims::ClaimBatcher) -> Self {
+        self.claims = Some(batcher);
+        self
     }
 
     pub(crate) fn with_notices(mut self, source: Arc<dyn crate::NoticeSource>) -> Self {

@@ -18,6 +18,7 @@ mod dialect;
 mod direct;
 mod engine;
 mod findings;
+mod gather;
 mod leases;
 mod lifecycle;
 mod migrate;
@@ -36,6 +37,7 @@ pub use authz::{ExceptionQuery, ExceptionRecord, PolicyRecord};
 pub use console::{ConsoleSession, FindingStat, IdentitySearch, IdentityStat};
 pub use dialect::round_trips;
 pub use findings::{FindingCount, FindingQuery, FindingRecord, FindingStatus};
+pub use gather::{GATHER_TARGET, GATHER_WINDOW, GroupCommit};
 pub use leases::Lease;
 pub use lifecycle::{
     ExceptionRequestQuery, JitQuery, LifecycleCounts, LifecycleMutation, ReviewItemQuery,

@@ -13,6 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row as _, Sqlite};
 use uuid::Uuid;
 
+use crate::GroupCommit;
 use crate::dialect::{
     Arg, AuditAppend, DeferredIdentityIndex, Dialect, Failure, Migration, SqlText, Statements,
     Stmt, UniqueRule, audit_columns, credential_columns, identity_columns, owner_columns,
@@ -35,6 +36,8 @@ pub struct SqliteOptions {
     /// they hold it up for more than 2 ms. Queries for one identity scan the records not yet
     /// indexed, so a smaller run makes those queries cheaper and index runs more frequent.
     pub audit_index_run: u64,
+    /// How the group-commit writer gathers its batches.
+    pub group_commit: GroupCommit,
 }
 
 impl Default for SqliteOptions {
@@ -43,6 +46,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
             audit_index_run: AUDIT_INDEX_RUN,
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -147,7 +151,12 @@ pub async fn open_with(
         }
     };
     tracing::info!(path = %path.display(), "opened SQLite store");
-    let writer = Writer::spawn::<SqliteDialect>(writer_pool, direct, options.audit_index_run);
+    let writer = Writer::spawn::<SqliteDialect>(
+        writer_pool,
+        direct,
+        options.audit_index_run,
+        options.group_commit,
+    );
     Ok(Arc::new(SqlStore::<SqliteDialect>::new(read_pool, writer)))
 }
 

@@ -7,10 +7,14 @@
 //!
 //! 1. each change with mutations runs inside its own savepoint; a failing change is rolled back
 //!    to its savepoint and answered with its own error while the others go on; one-time claims
-//!    and purges run as plain statements;
+//!    (all of the batch's in one statement) and purges run as plain statements;
 //! 2. if any audit events remain, the audit head is read (and locked, in PostgreSQL, so that
 //!    writers on other nodes queue behind it), sequence numbers and hashes are assigned in queue
 //!    order, the records are written with a few multi-row INSERTs, and the head is updated.
+//!
+//! A batch of audit records and one-time claims only, the common batch of a busy server, takes a
+//! shorter path of one round trip (`append_audit_only`). Before a batch starts, the writer may
+//! wait a moment for more work to join it (`gather.rs`).
 //!
 //! What is costly about an audit event (its canonical JSON, its stored details) is serialized on
 //! the caller's task before it is queued ([`Prepared`]); the writer only adds the sequence
@@ -34,8 +38,10 @@ use sqlx::{Connection, Pool};
 use steward_crypto::merkle;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::claims::ClaimBatch;
 use crate::dialect::{AuditAppend, Conn, DeferredIdentityIndex, Dialect};
 use crate::direct::DirectAudit;
+use crate::gather::{ArrivalRate, GroupCommit, gather, spawn_loop};
 use crate::ops::{self, AuditRow, Claim};
 use crate::{AuditHead, Change, Mutation, StoreError};
 use steward_core::{AuditEvent, CanonicalTail};
@@ -126,26 +132,18 @@ impl Writer {
     /// [`DirectAudit`]).
     ///
     /// `index_run`: how far the by-identity audit index may lag (backends that keep it off the
-    /// commit path; see `index_identities`).
+    /// commit path; see `index_identities`). `group`: how batches are gathered (`gather.rs`).
     pub(crate) fn spawn<D: Dialect>(
         pool: Pool<D::Db>,
         direct: Option<DirectAudit>,
         index_run: u64,
+        group: GroupCommit,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let started = runtime.map_err(|e| e.to_string()).and_then(|rt| {
-            std::thread::Builder::new()
-                .name(format!("steward-writer-{}", D::NAME))
-                .spawn(move || rt.block_on(run::<D>(pool, direct, index_run, rx)))
-                .map_err(|e| e.to_string())
-        });
         // Without its thread the queue is closed: every write fails as unavailable.
-        if let Err(e) = started {
-            tracing::error!(error = %e, backend = D::NAME, "cannot start the storage writer");
-        }
+        spawn_loop(format!("steward-writer-{}", D::NAME), move || {
+            run::<D>(pool, direct, index_run, group, rx)
+        });
         Self { queue }
     }
 
@@ -268,6 +266,7 @@ async fn run<D: Dialect>(
     pool: Pool<D::Db>,
     direct: Option<DirectAudit>,
     index_run: u64,
+    group: GroupCommit,
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut state = WriterState::<D> {
@@ -279,7 +278,9 @@ async fn run<D: Dialect>(
         max_run: index_run.max(1),
     };
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut rate = ArrivalRate::default();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        gather(&mut rx, &mut jobs, MAX_BATCH, group, &mut rate);
         let started = Instant::now();
         let results = process::<D>(&pool, &mut state, &jobs).await;
         tracing::debug!(
@@ -533,9 +534,14 @@ async fn run_batch<D: Dialect>(
     // Forgotten unless this batch commits (see `WriterState::head`).
     let remembered = state.head.take();
     if let Some(head) = remembered
-        && jobs
-            .iter()
-            .all(|j| matches!(&j.work, Work::Change(c, _) if c.mutations.is_empty()))
+        && jobs.iter().all(|j| match &j.work {
+            Work::Change(c, _) => c.mutations.is_empty(),
+            // One-time claims join the same transaction where the writer has a connection of
+            // its own (SQLite): the claims and audit records of concurrent `private_key_jwt`
+            // tokens then share one transaction.
+            Work::Claim(_) => state.direct.is_some(),
+            _ => false,
+        })
     {
         return append_audit_only::<D>(pool, state, jobs, head).await;
     }
@@ -683,13 +689,27 @@ async fn append_audit_only<D: Dialect>(
     });
     let (rows, next) = chain_events(head, events)?;
     if let Some(direct) = state.direct.as_mut() {
+        let claims: Vec<&Claim> = jobs
+            .iter()
+            .filter_map(|j| match &j.work {
+                Work::Claim(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let batch = (!claims.is_empty()).then(|| ClaimBatch::new(&claims));
         // One transaction on the writer's own connection; the sqlx paths below count their
         // statements themselves.
         crate::dialect::count_round_trips(1);
         // Synchronous on purpose: this thread and its runtime exist for this writer alone.
-        direct.append(&rows, &head, &next)?;
+        let fresh = direct.append(
+            batch.as_ref().map(|b| (D::SQL.claim_many, b)),
+            &rows,
+            &head,
+            &next,
+        )?;
         state.head = Some(next);
-        return Ok(seqs_in_order(jobs, head.size));
+        let claimed = batch.map(|b| b.answers(&fresh)).unwrap_or_default();
+        return Ok(answers_in_order(jobs, head.size, claimed));
     }
     let conn = connection::<D>(&mut state.conn, pool).await?;
     match D::SQL.append_audit {
@@ -738,13 +758,14 @@ async fn append_audit_only<D: Dialect>(
         }
     }
     state.head = Some(next);
-    Ok(seqs_in_order(jobs, head.size))
+    Ok(answers_in_order(jobs, head.size, Vec::new()))
 }
 
 /// The answers to an audit-only batch appended after a log of `size` records: each change's
-/// sequence numbers, in queue order.
-fn seqs_in_order(jobs: &[Job], size: u64) -> Vec<Result<Done, StoreError>> {
+/// sequence numbers, and each one-time claim's outcome from `claimed`, in queue order.
+fn answers_in_order(jobs: &[Job], size: u64, claimed: Vec<bool>) -> Vec<Result<Done, StoreError>> {
     let mut seq = size;
+    let mut claimed = claimed.into_iter();
     jobs.iter()
         .map(|j| match &j.work {
             Work::Change(c, _) => {
@@ -753,6 +774,10 @@ fn seqs_in_order(jobs: &[Job], size: u64) -> Vec<Result<Done, StoreError>> {
                 seq += n;
                 Ok(Done::Seqs(seqs))
             }
+            Work::Claim(_) => claimed
+                .next()
+                .map(Done::Claimed)
+                .ok_or_else(unexpected_reply),
             _ => Err(unexpected_reply()),
         })
         .collect()

@@ -1,6 +1,6 @@
 //! The token path's database budget, counted with `steward_store::round_trips()`: an audit-only
-//! group commit is one round trip on either backend, and a usage flush costs the same few
-//! statements however many credentials it covers.
+//! group commit is one round trip on either backend, so is a batch of one-time claims, and a
+//! usage flush costs the same few statements however many credentials it covers.
 //!
 //! A test binary of its own with a single test, because the counter is per process: tests
 //! running beside it would add their own statements to the count.
@@ -80,6 +80,28 @@ async fn budget(backend: Backend) {
     assert_eq!(
         tokens, 10,
         "{backend:?}: one round trip per audit-only batch"
+    );
+
+    // A one-time claim (a `private_key_jwt` assertion's jti) is one round trip: on SQLite it
+    // joins the audit-only transaction, on PostgreSQL it is one statement of the claim batcher.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let claims = counted(async {
+        for n in 0..10 {
+            let fresh = store
+                .claim_once("assertion:rt", &format!("jti-{n}"), expires)
+                .await
+                .unwrap();
+            assert!(fresh, "{backend:?}: a new jti is fresh");
+        }
+    })
+    .await;
+    assert_eq!(claims, 10, "{backend:?}: one round trip per claim");
+    assert!(
+        !store
+            .claim_once("assertion:rt", "jti-3", expires)
+            .await
+            .unwrap(),
+        "{backend:?}: a replayed jti is refused"
     );
 
     // The first flush inserts the new source rows one by one; later flushes update them in one

@@ -831,4 +831,16 @@ async fn checkpoints_extend_the_tree_with_new_records_only() {
     let third = s.checkpoint().await.unwrap();
     assert_eq!((third.size, third.root_hash), root_of_log().await);
     assert_ne!(third.root_hash, second.root_hash);
+    // The background job's step: the tree follows the log without a checkpoint being signed,
+    // and the next checkpoint starts from where it got to.
+    let mut change = steward_store::Change::new();
+    for n in 0..5_000 {
+        change = change.audit(event(n));
+    }
+    store.commit(change).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(s.advance_audit_tree().await.unwrap(), head.size);
+    assert_eq!(store.latest_checkpoint().await.unwrap().unwrap(), third);
+    let fourth = s.checkpoint().await.unwrap();
+    assert_eq!((fourth.size, fourth.root_hash), root_of_log().await);
 }
