@@ -126,6 +126,9 @@ struct ServeArgs {
     /// Seconds between signed audit checkpoints.
     #[arg(long, env = "STEWARD_CHECKPOINT_INTERVAL_SECS")]
     checkpoint_interval_secs: Option<u64>,
+    /// Longest wait in microseconds for more writes to join a busy node's batch (0: never).
+    #[arg(long, env = "STEWARD_COMMIT_GATHER_US")]
+    commit_gather_us: Option<u64>,
     /// Largest accepted request body in bytes.
     #[arg(long, env = "STEWARD_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
@@ -466,6 +469,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     set!(data_dir => data_dir, listen => listen, trust_domain => trust_domain, environments => registry.environments,
         signing_alg => signing_alg, key_rotation_days => key_rotation_days, token_lifetime_secs => registry.default_token_lifetime_secs,
         max_key_age_days => registry.max_key_age_days, checkpoint_interval_secs => checkpoint_interval_secs,
+        commit_gather_us => commit_gather_us,
         max_body_bytes => max_body_bytes, auth_failure_limit => auth_failure_limit, dpop_require_nonce => dpop_require_nonce,
         cache_ttl_secs => cache_ttl_secs, tls_san => pki.tls_san);
     set!(max_delegation_depth => federation.max_delegation_depth,

@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub key_rotation_days: u32,
     /// Seconds between signed audit checkpoints.
     pub checkpoint_interval_secs: u64,
+    /// Longest wait, in microseconds, for more writes to join a batch before it is committed
+    /// (SQLite's group commit, PostgreSQL's one-time claims); 0 never waits. Only a busy node
+    /// waits: fewer database round trips per token for at most this much latency.
+    pub commit_gather_us: u64,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
     /// Per-request timeout, in seconds.
@@ -82,6 +86,7 @@ impl Default for ServerConfig {
             signing_alg: "EdDSA".into(),
             key_rotation_days: 30,
             checkpoint_interval_secs: 300,
+            commit_gather_us: steward_store::GATHER_WINDOW.as_micros() as u64,
             max_body_bytes: 64 * 1024,
             request_timeout_secs: 30,
             max_in_flight_requests: 4096,
@@ -169,5 +174,19 @@ impl ServerConfig {
             return Err("key_rotation_days and max_token_lifetime_secs must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_gathering_defaults_to_the_store_window_and_can_be_turned_off() {
+        let default: ServerConfig = serde_json::from_str("{}").expect("empty config");
+        assert_eq!(default.commit_gather_us, 300);
+        let off: ServerConfig = serde_json::from_str(r#"{"commit_gather_us": 0}"#).expect("config");
+        assert_eq!(off.commit_gather_us, 0);
+        assert!(serde_json::from_str::<ServerConfig>(r#"{"commit_gather_us": -1}"#).is_err());
     }
 }

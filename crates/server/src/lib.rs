@@ -148,7 +148,11 @@ pub async fn start(
             source,
         })?;
     }
-    let store = steward_store::open(&config.store_url()).await?;
+    let gathering = steward_store::GroupCommit {
+        window: std::time::Duration::from_micros(config.commit_gather_us),
+        target: steward_store::GATHER_TARGET,
+    };
+    let store = steward_store::open_with(&config.store_url(), gathering).await?;
     if config.database_url.is_none() {
         restrict_files(&config.data_dir, "steward.db");
     }

@@ -55,8 +55,21 @@ pub const LEAF_PAGE: u32 = 32_768;
 /// or `postgres://…` / `postgresql://…`. Applies migrations and starts the store's writer task,
 /// so it must be called inside a Tokio runtime.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(url, GroupCommit::default()).await
+}
+
+/// [`open`], with `gathering` for the loops that wait for more work before a batch: SQLite's
+/// group-commit writer, PostgreSQL's one-time claim batcher (see [`GroupCommit`]).
+pub async fn open_with(
+    url: &str,
+    gathering: GroupCommit,
+) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return postgres::open(url).await;
+        let options = postgres::PostgresOptions {
+            claim_batches: gathering,
+            ..postgres::PostgresOptions::default()
+        };
+        return postgres::open_with(url, options).await;
     }
     let Some(path) = url
         .strip_prefix("sqlite://")
@@ -73,7 +86,11 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
                 .into(),
         ));
     }
-    sqlite::open(path).await
+    let options = sqlite::SqliteOptions {
+        group_commit: gathering,
+        ..sqlite::SqliteOptions::default()
+    };
+    sqlite::open_with(path, options).await
 }
 
 /// Storage failures, typed so the HTTP edge can map each to one status code.
