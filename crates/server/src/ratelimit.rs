@@ -40,11 +40,16 @@ impl FailureLimiter {
         self.tracked.load(Ordering::Acquire) == 0
     }
 
-    /// `Err(retry_after)` while `key` is locked out.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
+    /// `Err(retry_after)` while `key` is locked out. While no failure is on record anywhere
+    /// ([`Self::is_clear`]), the key is not even formatted and the lock not taken.
+    pub fn check(&self, key: impl std::fmt::Display) -> Result<(), Duration> {
+        if self.is_clear() {
+            return Ok(());
+        }
+        let key = key.to_string();
         let now = Instant::now();
         let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(key).and_then(|e| e.locked_until) {
+        match map.get(&key).and_then(|e| e.locked_until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
         }
@@ -89,10 +94,15 @@ impl FailureLimiter {
         Ok(())
     }
 
-    pub fn record_success(&self, key: &str) {
+    /// Forgets `key`'s failures, unless it is locked out. Free while [`Self::is_clear`].
+    pub fn record_success(&self, key: impl std::fmt::Display) {
+        if self.is_clear() {
+            return;
+        }
+        let key = key.to_string();
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(key).is_some_and(|e| e.locked_until.is_none()) {
-            map.remove(key);
+        if map.get(&key).is_some_and(|e| e.locked_until.is_none()) {
+            map.remove(&key);
             self.tracked.store(map.len(), Ordering::Release);
         }
     }

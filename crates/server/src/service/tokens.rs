@@ -291,17 +291,14 @@ impl Inner {
     }
 
     fn check_lockout(&self, client: Option<Uuid>, ctx: &Ctx) -> Result<(), OAuthError> {
-        if self.limiter.is_clear() {
-            return Ok(());
-        }
         if let Some(c) = client {
             self.limiter
-                .check(&format!("client:{c}"))
+                .check(format_args!("client:{c}"))
                 .map_err(locked_out)?;
         }
         if let Some(src) = &ctx.source {
             self.limiter
-                .check(&format!("ip:{src}"))
+                .check(format_args!("ip:{src}"))
                 .map_err(locked_out)?;
         }
         Ok(())
@@ -422,9 +419,7 @@ impl Inner {
             return Err(self.auth_failure(ctx, action, Some(client), r).await);
         }
         let identity = self.live_identity(client, ctx, action).await?;
-        if !self.limiter.is_clear() {
-            self.limiter.record_success(&format!("client:{client}"));
-        }
+        self.limiter.record_success(format_args!("client:{client}"));
         Ok(AuthenticatedClient {
             identity,
             credential_id: cred.id,
@@ -551,9 +546,7 @@ impl Inner {
             Err(_) => return Err(OAuthError::unavailable()),
         }
         let identity = self.live_identity(client, ctx, action).await?;
-        if !self.limiter.is_clear() {
-            self.limiter.record_success(&format!("client:{client}"));
-        }
+        self.limiter.record_success(format_args!("client:{client}"));
         Ok(AuthenticatedClient {
             identity,
             credential_id,
