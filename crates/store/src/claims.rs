@@ -122,6 +122,16 @@ impl ClaimBatch {
         }
     }
 
+    /// Whether a value is claimed more than once in the batch (all but its first are replays).
+    pub(crate) fn has_repeats(&self) -> bool {
+        self.first.iter().any(|f| !f)
+    }
+
+    /// How many distinct values the statement claims.
+    pub(crate) fn distinct(&self) -> usize {
+        self.first.iter().filter(|f| **f).count()
+    }
+
     /// Per claim, in order: whether it was fresh, given the `(namespace, hex hash)` pairs the
     /// statement returned (the keys it inserted or took over from an expired entry).
     pub(crate) fn answers(&self, fresh: &HashSet<(String, String)>) -> Vec<bool> {

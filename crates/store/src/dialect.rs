@@ -365,6 +365,10 @@ pub(crate) struct Statements {
     /// failing as a whole when the head is not where it remembers it (see
     /// `writer::append_audit_only`).
     pub(crate) append_audit: AuditAppend,
+    /// `append_audit`'s statement with one-time claims as well (arguments 6 to 8: the
+    /// `claim_many` batch, its "now" and how many values it claims), failing as a whole
+    /// unless every claim is fresh; `None` where the writer claims on a connection of its own.
+    pub(crate) append_audit_claiming: Option<&'static str>,
     pub(crate) audit_range: &'static str,
     pub(crate) audit_leaf_hashes: &'static str,
     /// The by-identity audit index kept off the commit path (SQLite, see

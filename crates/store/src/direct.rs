@@ -72,16 +72,18 @@ impl DirectAudit {
         Ok(Self { conn })
     }
 
-    /// Runs `claims` (the dialect's `claim_many` statement and its batch), writes `rows` and
-    /// moves the head from `previous` to `next`, in one durable transaction. Returns the keys
-    /// the claims took, as [`ClaimBatch::answers`] reads them.
-    pub(crate) fn append(
+    /// Runs `claims` (the dialect's `claim_many` statement and its batch), then writes the rows
+    /// that `rows` makes from the keys the claims took (as [`ClaimBatch::answers`] reads them)
+    /// and moves the head from `previous` to the head it returns, in one durable transaction.
+    /// Returns the new head.
+    pub(crate) fn append<'a>(
         &mut self,
         claims: Option<(&str, &ClaimBatch)>,
-        rows: &[AuditRow<'_>],
         previous: &AuditHead,
-        next: &AuditHead,
-    ) -> Result<HashSet<(String, String)>, BatchError> {
+        rows: impl FnOnce(
+            &HashSet<(String, String)>,
+        ) -> Result<(Vec<AuditRow<'a>>, AuditHead), BatchError>,
+    ) -> Result<AuditHead, BatchError> {
         if !self.conn.is_autocommit() {
             // A transaction left open by a failure we could not roll back.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -98,9 +100,10 @@ impl DirectAudit {
             Some((sql, batch)) => self.claim(sql, batch),
             None => Ok(HashSet::new()),
         }
-        .and_then(|fresh| self.write(rows, previous, next).map(|()| fresh));
-        let fresh = match written {
-            Ok(fresh) => fresh,
+        .and_then(|fresh| rows(&fresh))
+        .and_then(|(rows, next)| self.write(&rows, previous, &next).map(|()| next));
+        let next = match written {
+            Ok(next) => next,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 return Err(e);
@@ -112,7 +115,7 @@ impl DirectAudit {
             }
             return Err(BatchError::Commit(store_error(e)));
         }
-        Ok(fresh)
+        Ok(next)
     }
 
     /// The batch's one-time claims, in one statement: the `(namespace, hex hash)` keys taken.
@@ -277,7 +280,7 @@ mod tests {
             chain_hash: [2; 32],
         };
         assert!(matches!(
-            direct.append(None, &[row(&e, 1)], &stale, &next),
+            direct.append(None, &stale, |_| Ok((vec![row(&e, 1)], next))),
             Err(BatchError::StaleHead)
         ));
         // A fresh sequence number, but the head is not where this writer left it.
@@ -286,7 +289,7 @@ mod tests {
             chain_hash: [2; 32],
         };
         assert!(matches!(
-            direct.append(None, &[row(&e, 2)], &stale, &next),
+            direct.append(None, &stale, |_| Ok((vec![row(&e, 2)], next))),
             Err(BatchError::StaleHead)
         ));
         assert_eq!(store.audit_head().await.expect("head"), head);
@@ -294,7 +297,7 @@ mod tests {
 
         // From the real head, the same batch commits, and the pooled store sees it.
         direct
-            .append(None, &[row(&e, 2)], &head, &next)
+            .append(None, &head, |_| Ok((vec![row(&e, 2)], next)))
             .expect("append from the real head");
         assert_eq!(store.audit_head().await.expect("head"), next);
         assert_eq!(store.audit_range(2, 10).await.expect("range").len(), 1);

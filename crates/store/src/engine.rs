@@ -5,7 +5,9 @@ use async_trait::async_trait;
 use sqlx::Pool;
 use sqlx::pool::PoolConnection;
 use std::sync::Arc;
-use steward_core::{AuditRecord, Credential, Identity, IdentityStatus, Owner, to_micros};
+use steward_core::{
+    AuditEvent, AuditRecord, Credential, Identity, IdentityStatus, Owner, to_micros,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -16,8 +18,8 @@ use crate::ops::{self, Claim, db_error};
 use crate::rows::{self, Cols, owner_status_str};
 use crate::writer::Writer;
 use crate::{
-    AuditHead, AuditQuery, Change, CheckpointRecord, IdentityQuery, OwnerQuery, Page, RevokedToken,
-    SigningKeyRecord, Store, StoreError,
+    AuditHead, AuditQuery, Change, CheckpointRecord, ClaimRecorded, IdentityQuery, OwnerQuery,
+    Page, RevokedToken, SigningKeyRecord, Store, StoreError,
 };
 
 /// Page size when a query asks for none.
@@ -514,6 +516,22 @@ impl<D: Dialect> Store for SqlStore<D> {
             Some(batcher) => batcher.claim(claim).await,
             None => self.writer.claim(claim).await,
         }
+    }
+
+    async fn claim_once_audited(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: OffsetDateTime,
+        if_fresh: AuditEvent,
+        if_replayed: AuditEvent,
+    ) -> Result<ClaimRecorded, StoreError> {
+        // Through the writer on every backend, even where plain claims bypass it: the claim
+        // belongs to the transaction that records its outcome.
+        let claim = Claim::new(namespace, value, expires_at)?;
+        self.writer
+            .claim_audited(claim, if_fresh, if_replayed)
+            .await
     }
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use steward_core::{
-    AuditRecord, Credential, Identity, IdentityKind, IdentityStatus, Outcome, Owner, OwnerStatus,
+    AuditEvent, AuditRecord, Credential, Identity, IdentityKind, IdentityStatus, Outcome, Owner,
+    OwnerStatus,
 };
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -176,6 +177,19 @@ pub trait Store: Send + Sync + 'static {
         value: &str,
         expires_at: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Claims `value` in `namespace` as [`Store::claim_once`] does and, in the same transaction,
+    /// appends `if_fresh` to the audit log when the value was unclaimed or `if_replayed` when it
+    /// was a replay: the record of a request that a one-time value authorizes (a client
+    /// assertion's `jti`) can never disagree with the claim, and the two cost one write instead
+    /// of two. Fails, claiming nothing, if the record cannot be written.
+    async fn claim_once_audited(
+        &self,
+        namespace: &str,
+        value: &str,
+        expires_at: OffsetDateTime,
+        if_fresh: AuditEvent,
+        if_replayed: AuditEvent,
+    ) -> Result<ClaimRecorded, StoreError>;
     /// Deletes one-time values and revoked-token entries that have expired. Returns rows removed.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 

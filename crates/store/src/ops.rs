@@ -496,15 +496,17 @@ pub(crate) fn check_change_text(change: &Change) -> Result<(), StoreError> {
             Mutation::Lifecycle(l) => crate::lifecycle::check_text_of(l)?,
         }
     }
-    for e in &change.audit {
-        check_text("audit actor", &e.actor)?;
-        check_text("audit action", &e.action)?;
-        check_opt_text("audit target", e.target.as_deref())?;
-        check_opt_text("audit reason", e.reason.as_deref())?;
-        check_opt_text("audit request_id", e.request_id.as_deref())?;
-        check_opt_text("audit source", e.source.as_deref())?;
-    }
-    Ok(())
+    change.audit.iter().try_for_each(check_event_text)
+}
+
+/// Refuses an audit event whose text the database could not store.
+pub(crate) fn check_event_text(e: &AuditEvent) -> Result<(), StoreError> {
+    check_text("audit actor", &e.actor)?;
+    check_text("audit action", &e.action)?;
+    check_opt_text("audit target", e.target.as_deref())?;
+    check_opt_text("audit reason", e.reason.as_deref())?;
+    check_opt_text("audit request_id", e.request_id.as_deref())?;
+    check_opt_text("audit source", e.source.as_deref())
 }
 
 /// A request to remember a one-time value.

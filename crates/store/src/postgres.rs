@@ -285,6 +285,41 @@ impl Dialect for PgDialect {
     }
 }
 
+/// The one-time claims of a batch (argument `$json`: `[{"n", "h", "e"}]`) as one insert in key
+/// order, taking over entries expired at `$now`; without its RETURNING clause.
+macro_rules! claim_values {
+    ($json:literal, $now:literal) => {
+        concat!(
+            "INSERT INTO once_values (namespace, value_hash, expires_at) \
+             SELECT x.n, decode(x.h, 'hex'), x.e FROM jsonb_to_recordset(",
+            $json,
+            "::jsonb) AS x(n text, h text, e bigint) ORDER BY x.n, x.h \
+             ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+             WHERE once_values.expires_at <= ",
+            $now
+        )
+    };
+}
+
+/// The CTEs of an audit append: `ins` inserts the records (`$1`), `upd` moves the head from
+/// size `$4` to `$2` with chain hash `$3`. Data-modifying CTEs run whether or not they are
+/// referenced, and the statement is atomic: if the head moved (0 rows updated) the division
+/// by zero of the final SELECT fails it, insert included. The divisor depends on the CTEs, so
+/// the planner cannot fold it into an error up front.
+macro_rules! append_audit_ctes {
+    () => {
+        concat!(
+            "ins AS (INSERT INTO audit (",
+            audit_columns!(),
+            ") SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, (r ->> 5)::uuid, \
+             r ->> 6, r ->> 7, r ->> 8, r ->> 9, r ->> 10, decode(r ->> 11, 'hex'), \
+             decode(r ->> 12, 'hex') FROM json_array_elements($1::json) AS r RETURNING 1), \
+             upd AS (UPDATE audit_head SET size = $2, chain_hash = $3 WHERE id = 1 AND size = $4 \
+             RETURNING 1)"
+        )
+    };
+}
+
 static STATEMENTS: Statements = Statements {
     ping: "SELECT 1",
 
@@ -369,12 +404,10 @@ static STATEMENTS: Statements = Statements {
     list_revoked_tokens: "SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > $1 \
                           ORDER BY expires_at DESC LIMIT $2",
     // Rows in key order, so that two nodes' batches lock shared keys in the same order.
-    claim_many: "INSERT INTO once_values (namespace, value_hash, expires_at) \
-     SELECT x.n, decode(x.h, 'hex'), x.e FROM jsonb_to_recordset($1::jsonb) AS x(n text, h text, e bigint) \
-     ORDER BY x.n, x.h \
-     ON CONFLICT (namespace, value_hash) DO UPDATE SET expires_at = EXCLUDED.expires_at \
-     WHERE once_values.expires_at <= $2 \
-     RETURNING namespace, encode(value_hash, 'hex') AS h",
+    claim_many: concat!(
+        claim_values!("$1", "$2"),
+        " RETURNING namespace, encode(value_hash, 'hex') AS h"
+    ),
     purge_once_values: "DELETE FROM once_values WHERE (namespace, value_hash) IN \
                         (SELECT namespace, value_hash FROM once_values WHERE expires_at <= $1 LIMIT $2)",
     purge_revoked_tokens: "DELETE FROM revoked_tokens WHERE jti IN \
@@ -407,19 +440,23 @@ static STATEMENTS: Statements = Statements {
     // Serializes appends from every node: the next writer waits here, then reads the new head.
     lock_head: "SELECT size, chain_hash FROM audit_head WHERE id = 1 FOR UPDATE",
     store_head: "UPDATE audit_head SET size = $1, chain_hash = $2 WHERE id = 1 AND size = $3",
-    // Data-modifying CTEs run whether or not they are referenced, and the statement is atomic:
-    // if the head moved (0 rows updated) the division by zero fails it, insert included. The
-    // divisor depends on the CTEs, so the planner cannot fold it into an error up front.
     append_audit: AuditAppend::Statement(concat!(
-        "WITH ins AS (INSERT INTO audit (",
-        audit_columns!(),
-        ") SELECT (r ->> 0)::bigint, (r ->> 1)::bigint, r ->> 2, r ->> 3, r ->> 4, (r ->> 5)::uuid, \
-         r ->> 6, r ->> 7, r ->> 8, r ->> 9, r ->> 10, decode(r ->> 11, 'hex'), \
-         decode(r ->> 12, 'hex') FROM json_array_elements($1::json) AS r RETURNING 1), \
-         upd AS (UPDATE audit_head SET size = $2, chain_hash = $3 WHERE id = 1 AND size = $4 \
-         RETURNING 1) \
-         SELECT 1 / (CASE WHEN (SELECT count(*) FROM upd) = 1 \
+        "WITH ",
+        append_audit_ctes!(),
+        " SELECT 1 / (CASE WHEN (SELECT count(*) FROM upd) = 1 \
          AND (SELECT count(*) FROM ins) = $5 THEN 1 ELSE 0 END) AS ok"
+    )),
+    // The same with the batch's one-time claims, which must all be fresh: a replay fails the
+    // statement (nothing claimed, nothing appended) and the writer reruns the batch on its
+    // general path, which claims first and records each outcome.
+    append_audit_claiming: Some(concat!(
+        "WITH cl AS (",
+        claim_values!("$6", "$7"),
+        " RETURNING 1), ",
+        append_audit_ctes!(),
+        " SELECT 1 / (CASE WHEN (SELECT count(*) FROM upd) = 1 \
+         AND (SELECT count(*) FROM ins) = $5 AND (SELECT count(*) FROM cl) = $8 \
+         THEN 1 ELSE 0 END) AS ok"
     )),
     insert_audit_values: None,
     insert_audit_json: concat!(

@@ -565,6 +565,8 @@ static STATEMENTS: Statements = Statements {
     // The head update changes one row unless another writer moved the head; then the guard
     // re-inserts the head row, whose key exists, and the script fails before COMMIT. A moved
     // head also collides with the audit rows' sequence numbers, which would fail it earlier.
+    // The writer claims in its own transaction on the direct connection (`direct.rs`).
+    append_audit_claiming: None,
     append_audit: AuditAppend::Script {
         begin: "BEGIN IMMEDIATE; ",
         head: [

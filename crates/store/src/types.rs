@@ -189,6 +189,14 @@ pub struct SigningKeyRecord {
     pub publish_until: OffsetDateTime,
 }
 
+/// The outcome of [`crate::Store::claim_once_audited`]: whether the value was fresh (else a
+/// replay), and the sequence number of the audit record written for that outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimRecorded {
+    pub fresh: bool,
+    pub seq: u64,
+}
+
 /// Position of the audit log's head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditHead {

@@ -57,6 +57,8 @@ pub(crate) enum Work {
     /// A change, and the serialized form of each of its audit events, in order.
     Change(Change, Vec<Prepared>),
     Claim(Claim),
+    /// A one-time claim and the audit record of its outcome, in one transaction.
+    ClaimAudit(Box<ClaimAudit>),
     Purge {
         now_us: i64,
     },
@@ -68,6 +70,7 @@ pub(crate) enum Work {
 pub(crate) enum Done {
     Seqs(Vec<u64>),
     Claimed(bool),
+    ClaimAudited(crate::ClaimRecorded),
     /// Rows removed from (one-time values, revoked tokens).
     Purged(u64, u64),
     Lease(Option<crate::Lease>),
@@ -85,6 +88,27 @@ impl Prepared {
     fn new(event: &AuditEvent) -> Self {
         let (canonical, details) = event.encode();
         Self { canonical, details }
+    }
+}
+
+/// A one-time claim with the record to append if the value was fresh and the one to append if
+/// it was a replay (see `Store::claim_once_audited`).
+#[derive(Debug)]
+pub(crate) struct ClaimAudit {
+    claim: Claim,
+    /// The record of a fresh claim, then that of a replay.
+    events: [AuditEvent; 2],
+    prepared: [Prepared; 2],
+}
+
+impl ClaimAudit {
+    /// The record to append for the claim's outcome, as `chain_events` takes it.
+    fn record(&self, fresh: bool) -> (&[AuditEvent], &[Prepared]) {
+        let i = usize::from(!fresh);
+        (
+            std::slice::from_ref(&self.events[i]),
+            std::slice::from_ref(&self.prepared[i]),
+        )
     }
 }
 
@@ -178,6 +202,28 @@ impl Writer {
     pub(crate) async fn claim(&self, claim: Claim) -> Result<bool, StoreError> {
         match self.submit(Work::Claim(claim)).await? {
             Done::Claimed(fresh) => Ok(fresh),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    /// Runs a one-time claim as part of the next batch, and appends `if_fresh` or `if_replayed`
+    /// in the same transaction according to its outcome.
+    pub(crate) async fn claim_audited(
+        &self,
+        claim: Claim,
+        if_fresh: AuditEvent,
+        if_replayed: AuditEvent,
+    ) -> Result<crate::ClaimRecorded, StoreError> {
+        ops::check_event_text(&if_fresh)?;
+        ops::check_event_text(&if_replayed)?;
+        let prepared = [Prepared::new(&if_fresh), Prepared::new(&if_replayed)];
+        let work = Work::ClaimAudit(Box::new(ClaimAudit {
+            claim,
+            events: [if_fresh, if_replayed],
+            prepared,
+        }));
+        match self.submit(work).await? {
+            Done::ClaimAudited(recorded) => Ok(recorded),
             _ => Err(unexpected_reply()),
         }
     }
@@ -411,8 +457,9 @@ pub(crate) enum BatchError {
     Aborted(StoreError),
     /// COMMIT failed: the outcome is unknown.
     Commit(StoreError),
-    /// The remembered audit head was stale (another writer appended): nothing was written;
-    /// the batch runs again with the head read from the database.
+    /// The fast path could not take the batch: the remembered audit head was stale (another
+    /// writer appended), or one of its optimistic claims was a replay. Nothing was written; the
+    /// batch runs again on the general path, with the head read from the database.
     StaleHead,
 }
 
@@ -540,6 +587,9 @@ async fn run_batch<D: Dialect>(
             // its own (SQLite): the claims and audit records of concurrent `private_key_jwt`
             // tokens then share one transaction.
             Work::Claim(_) => state.direct.is_some(),
+            // A claim with its record joins where claims do, and PostgreSQL's one-statement
+            // append claims too (it fails, writing nothing, on a replay).
+            Work::ClaimAudit(_) => state.direct.is_some() || D::SQL.append_audit_claiming.is_some(),
             _ => false,
         })
     {
@@ -558,6 +608,8 @@ async fn run_batch<D: Dialect>(
     for job in jobs {
         let result = match &job.work {
             Work::Change(change, _) if change.mutations.is_empty() => None,
+            // Its record waits for the claim's outcome, below.
+            Work::ClaimAudit(_) => None,
             Work::Change(change, _) => {
                 // SAVEPOINT, then RELEASE or ROLLBACK TO.
                 crate::dialect::count_round_trips(2);
@@ -597,28 +649,39 @@ async fn run_batch<D: Dialect>(
         .enumerate()
         .filter_map(|(i, j)| match &j.work {
             Work::Claim(c) => Some((i, c)),
+            Work::ClaimAudit(ca) => Some((i, &ca.claim)),
             _ => None,
         })
         .collect();
+    // Per job, the outcome of its claim (jobs without one: unused).
+    let mut fresh_claims = vec![false; jobs.len()];
     if !claims.is_empty() {
         let only: Vec<&Claim> = claims.iter().map(|(_, c)| *c).collect();
         let fresh = crate::claims::claim_many::<D>(&mut tx, &only)
             .await
             .map_err(BatchError::Aborted)?;
         for ((i, _), f) in claims.iter().zip(fresh) {
-            results[*i] = Some(Ok(Done::Claimed(f)));
+            fresh_claims[*i] = f;
+            if matches!(jobs[*i].work, Work::Claim(_)) {
+                results[*i] = Some(Ok(Done::Claimed(f)));
+            }
         }
     }
 
-    // Phase 2: append the audit events of the changes that applied, in queue order.
-    let pending = jobs
-        .iter()
-        .zip(&results)
-        .filter_map(|(job, r)| match (&job.work, r) {
-            (Work::Change(change, prepared), None) => Some((change, prepared)),
-            _ => None,
-        });
-    let event_count: usize = pending.clone().map(|(c, _)| c.audit.len()).sum();
+    // Phase 2: append the audit events of the changes that applied, and the records of the
+    // claims' outcomes, in queue order.
+    let pending =
+        jobs.iter()
+            .zip(&results)
+            .zip(&fresh_claims)
+            .filter_map(|((job, r), fresh)| match (&job.work, r) {
+                (Work::Change(change, prepared), None) => {
+                    Some((change.audit.as_slice(), prepared.as_slice()))
+                }
+                (Work::ClaimAudit(ca), None) => Some(ca.record(*fresh)),
+                _ => None,
+            });
+    let event_count: usize = pending.clone().map(|(events, _)| events.len()).sum();
     let mut seqs = Vec::new();
     let new_head;
     if event_count > 0 {
@@ -636,10 +699,7 @@ async fn run_batch<D: Dialect>(
             StoreError::Corrupt(_) if !trusted => BatchError::StaleHead,
             e => BatchError::Aborted(e),
         };
-        let (rows, next) = chain_events(
-            head,
-            pending.map(|(c, prepared)| (c.audit.as_slice(), prepared.as_slice())),
-        )?;
+        let (rows, next) = chain_events(head, pending)?;
         ops::insert_audit::<D>(&mut tx, &rows)
             .await
             .map_err(stale)?;
@@ -662,11 +722,16 @@ async fn run_batch<D: Dialect>(
     Ok(jobs
         .iter()
         .zip(results)
-        .map(|(job, result)| match (result, &job.work) {
+        .zip(fresh_claims)
+        .map(|((job, result), fresh)| match (result, &job.work) {
             (Some(done), _) => done,
             (None, Work::Change(change, _)) => Ok(Done::Seqs(
                 assigned.by_ref().take(change.audit.len()).collect(),
             )),
+            (None, Work::ClaimAudit(_)) => assigned
+                .next()
+                .map(|seq| Done::ClaimAudited(crate::ClaimRecorded { fresh, seq }))
+                .ok_or_else(unexpected_reply),
             (None, _) => Err(unexpected_reply()),
         })
         .collect())
@@ -683,49 +748,68 @@ async fn append_audit_only<D: Dialect>(
     jobs: &[Job],
     head: AuditHead,
 ) -> Result<Vec<Result<Done, StoreError>>, BatchError> {
-    let events = jobs.iter().filter_map(|j| match &j.work {
-        Work::Change(c, prepared) => Some((c.audit.as_slice(), prepared.as_slice())),
-        _ => None,
-    });
-    let (rows, next) = chain_events(head, events)?;
+    // The batch's one-time claims in queue order, plain ones and those with records alike.
+    let claims: Vec<&Claim> = jobs
+        .iter()
+        .filter_map(|j| match &j.work {
+            Work::Claim(c) => Some(c),
+            Work::ClaimAudit(ca) => Some(&ca.claim),
+            _ => None,
+        })
+        .collect();
+    let batch = (!claims.is_empty()).then(|| ClaimBatch::new(&claims));
     if let Some(direct) = state.direct.as_mut() {
-        let claims: Vec<&Claim> = jobs
-            .iter()
-            .filter_map(|j| match &j.work {
-                Work::Claim(c) => Some(c),
-                _ => None,
-            })
-            .collect();
-        let batch = (!claims.is_empty()).then(|| ClaimBatch::new(&claims));
-        // One transaction on the writer's own connection; the sqlx paths below count their
-        // statements themselves.
+        // One transaction on the writer's own connection: the claims first, so that each
+        // record is that of its claim's outcome. The sqlx paths below count their statements
+        // themselves.
         crate::dialect::count_round_trips(1);
+        let mut claimed = Vec::new();
         // Synchronous on purpose: this thread and its runtime exist for this writer alone.
-        let fresh = direct.append(
+        let next = direct.append(
             batch.as_ref().map(|b| (D::SQL.claim_many, b)),
-            &rows,
             &head,
-            &next,
+            |fresh| {
+                claimed = batch.as_ref().map(|b| b.answers(fresh)).unwrap_or_default();
+                chain_events(head, batch_events(jobs, &claimed))
+            },
         )?;
         state.head = Some(next);
-        let claimed = batch.map(|b| b.answers(&fresh)).unwrap_or_default();
         return Ok(answers_in_order(jobs, head.size, claimed));
     }
+    // Without a connection of its own the writer claims optimistically: the records are those
+    // of fresh claims, and the statement fails, writing nothing, unless every claim was fresh;
+    // the batch then reruns on the general path, which claims before it chains.
+    if batch.as_ref().is_some_and(ClaimBatch::has_repeats) {
+        return Err(BatchError::StaleHead);
+    }
+    let claimed = vec![true; claims.len()];
+    let (rows, next) = chain_events(head, batch_events(jobs, &claimed))?;
     let conn = connection::<D>(&mut state.conn, pool).await?;
     match D::SQL.append_audit {
-        AuditAppend::Statement(sql) => {
+        AuditAppend::Statement(plain) => {
+            let sql = match (&batch, D::SQL.append_audit_claiming) {
+                (None, _) => plain,
+                (Some(_), Some(claiming)) => claiming,
+                (Some(_), None) => return Err(BatchError::StaleHead),
+            };
             let json = ops::audit_json(&rows).map_err(BatchError::Aborted)?;
             let to_i64 = |n: u64, what| ops::to_i64(n, what).map_err(BatchError::Aborted);
-            let stmt = crate::dialect::Stmt::new(sql)
+            let mut stmt = crate::dialect::Stmt::new(sql)
                 .owned_text(json)
                 .int(to_i64(next.size, "audit size")?)
                 .bytes(&next.chain_hash)
                 .int(to_i64(head.size, "audit size")?)
                 .int(to_i64(rows.len() as u64, "audit batch size")?);
+            if let Some(b) = &batch {
+                stmt = stmt
+                    .text(&b.json)
+                    .int(b.now_us)
+                    .int(to_i64(b.distinct() as u64, "claim batch size")?);
+            }
             match D::fetch_optional(conn, stmt).await {
                 Ok(Some(_)) => {}
-                // The database refused the statement (moved head, duplicate seq): nothing
-                // was written.
+                // The database refused the statement (moved head, duplicate seq, a replayed
+                // claim): nothing was written.
                 Err(sqlx::Error::Database(_)) => return Err(BatchError::StaleHead),
                 Ok(None) => {
                     return Err(BatchError::Commit(StoreError::Backend(
@@ -736,6 +820,7 @@ async fn append_audit_only<D: Dialect>(
                 Err(e) => return Err(BatchError::Commit(ops::db_error::<D>(e))),
             }
         }
+        AuditAppend::Script { .. } if batch.is_some() => return Err(BatchError::StaleHead),
         AuditAppend::Script {
             begin,
             head: fragments,
@@ -758,11 +843,32 @@ async fn append_audit_only<D: Dialect>(
         }
     }
     state.head = Some(next);
-    Ok(answers_in_order(jobs, head.size, Vec::new()))
+    Ok(answers_in_order(jobs, head.size, claimed))
+}
+
+/// The audit events of an audit-only batch in queue order: each change's, and for each claim
+/// with a record, the record of its outcome. `claimed`: the outcome of each of the batch's
+/// claims, in queue order.
+fn batch_events<'a>(
+    jobs: &'a [Job],
+    claimed: &[bool],
+) -> impl Iterator<Item = (&'a [AuditEvent], &'a [Prepared])> {
+    let mut outcomes = claimed.iter().copied();
+    jobs.iter().filter_map(move |j| match &j.work {
+        Work::Change(c, prepared) => Some((c.audit.as_slice(), prepared.as_slice())),
+        Work::Claim(_) => {
+            outcomes.next();
+            None
+        }
+        // A missing outcome cannot happen (one per claim); a replay's record is the safe side.
+        Work::ClaimAudit(ca) => Some(ca.record(outcomes.next().unwrap_or(false))),
+        _ => None,
+    })
 }
 
 /// The answers to an audit-only batch appended after a log of `size` records: each change's
-/// sequence numbers, and each one-time claim's outcome from `claimed`, in queue order.
+/// sequence numbers, and each one-time claim's outcome from `claimed` (with its record's
+/// number where it has one), in queue order.
 fn answers_in_order(jobs: &[Job], size: u64, claimed: Vec<bool>) -> Vec<Result<Done, StoreError>> {
     let mut seq = size;
     let mut claimed = claimed.into_iter();
@@ -778,6 +884,13 @@ fn answers_in_order(jobs: &[Job], size: u64, claimed: Vec<bool>) -> Vec<Result<D
                 .next()
                 .map(Done::Claimed)
                 .ok_or_else(unexpected_reply),
+            Work::ClaimAudit(_) => {
+                seq += 1;
+                claimed
+                    .next()
+                    .map(|fresh| Done::ClaimAudited(crate::ClaimRecorded { fresh, seq }))
+                    .ok_or_else(unexpected_reply)
+            }
             _ => Err(unexpected_reply()),
         })
         .collect()

@@ -1,5 +1,6 @@
 //! The token path's database budget, counted with `steward_store::round_trips()`: an audit-only
-//! group commit is one round trip on either backend, so is a batch of one-time claims, and a
+//! group commit is one round trip on either backend, so is a batch of one-time claims (with or
+//! without the records of their outcomes), and a
 //! usage flush costs the same few statements however many credentials it covers.
 //!
 //! A test binary of its own with a single test, because the counter is per process: tests
@@ -103,6 +104,40 @@ async fn budget(backend: Backend) {
             .unwrap(),
         "{backend:?}: a replayed jti is refused"
     );
+
+    // A claim with the record of its outcome (a `private_key_jwt` token: the assertion's jti and
+    // the token's audit record) is one round trip too, the same as the record alone.
+    let audited = counted(async {
+        for n in 0..10 {
+            let r = store
+                .claim_once_audited(
+                    "assertion:rt",
+                    &format!("jti-audited-{n}"),
+                    expires,
+                    event("token.issue"),
+                    event("token.issue.replayed"),
+                )
+                .await
+                .unwrap();
+            assert!(r.fresh, "{backend:?}: a new jti is fresh");
+        }
+    })
+    .await;
+    assert_eq!(
+        audited, 10,
+        "{backend:?}: one round trip per claim with its record"
+    );
+    let replay = store
+        .claim_once_audited(
+            "assertion:rt",
+            "jti-audited-3",
+            expires,
+            event("token.issue"),
+            event("token.issue.replayed"),
+        )
+        .await
+        .unwrap();
+    assert!(!replay.fresh, "{backend:?}: a replayed jti is refused");
 
     // The first flush inserts the new source rows one by one; later flushes update them in one
     // statement, so their cost does not grow with the number of credentials.

@@ -243,6 +243,7 @@ impl Inner {
             identity,
             credential_id: Uuid::nil(),
             method: AuthMethod::TlsClientAuth,
+            unclaimed: None,
         })
     }
 

@@ -142,6 +142,18 @@ pub struct AuthenticatedClient {
     pub identity: Arc<Identity>,
     pub credential_id: Uuid,
     pub method: AuthMethod,
+    /// A client assertion's `jti`, not yet claimed: the token endpoint claims it in the
+    /// transaction that records the request's outcome (`Inner::record_outcome`); every other
+    /// caller of `authenticate_client` gets a client whose assertion is already claimed.
+    pub(crate) unclaimed: Option<AssertionJti>,
+}
+
+/// A verified client assertion's single-use `jti`, with how long it must be remembered.
+#[derive(Debug, Clone)]
+pub(crate) struct AssertionJti {
+    namespace: String,
+    jti: String,
+    until: OffsetDateTime,
 }
 
 /// `cnf` claim (RFC 7800): DPoP key thumbprint (RFC 9449) or certificate thumbprint (RFC 8705).
@@ -232,6 +244,38 @@ pub struct Issued {
     pub dpop_nonce: Option<String>,
 }
 
+/// The failure recorded when a client assertion's `jti` was already used.
+const ASSERTION_REPLAYED: &str = "assertion jti replayed";
+
+/// Why `issue_client_credentials` refused a request: before anything was recorded (the caller
+/// audits the denial), or with its outcome already recorded (a replayed assertion).
+enum Refusal {
+    Unrecorded(OAuthError),
+    Recorded(OAuthError),
+}
+
+impl From<OAuthError> for Refusal {
+    fn from(e: OAuthError) -> Self {
+        Self::Unrecorded(e)
+    }
+}
+
+/// Why a request's record was not written as asked: the client's assertion was a replay (its
+/// failure was recorded instead; the error to send), or the store failed.
+enum NotRecorded {
+    Replay(OAuthError),
+    Store,
+}
+
+impl From<NotRecorded> for OAuthError {
+    fn from(n: NotRecorded) -> Self {
+        match n {
+            NotRecorded::Replay(e) => e,
+            NotRecorded::Store => OAuthError::unavailable(),
+        }
+    }
+}
+
 fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
@@ -268,6 +312,16 @@ impl Inner {
         client: Option<Uuid>,
         reason: &str,
     ) -> OAuthError {
+        let event = self.fail_event(ctx, action, client, reason);
+        if self.store.commit(Change::audit_only(event)).await.is_err() {
+            return OAuthError::unavailable();
+        }
+        self.count_failure(ctx, client)
+    }
+
+    /// Counts a failed client authentication against the limiter (already audited) and builds
+    /// the error: `invalid_client`, or 429 once the client or source is locked out.
+    fn count_failure(&self, ctx: &Ctx, client: Option<Uuid>) -> OAuthError {
         let mut locked = None;
         if let Some(c) = client
             && let Err(d) = self.limiter.record_failure(&format!("client:{c}"))
@@ -280,10 +334,6 @@ impl Inner {
             locked = Some(d);
         }
         metrics::counter!("steward_auth_failures_total").increment(1);
-        let event = self.fail_event(ctx, action, client, reason);
-        if self.store.commit(Change::audit_only(event)).await.is_err() {
-            return OAuthError::unavailable();
-        }
         match locked {
             Some(d) => locked_out(d),
             None => OAuthError::invalid_client(),
@@ -304,8 +354,68 @@ impl Inner {
         Ok(())
     }
 
-    /// Authenticates the client by exactly one of `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
+    /// Authenticates the client by exactly one of `client_secret_basic`, `client_secret_post` or
+    /// `private_key_jwt` (or mutual TLS), a client assertion's `jti` claimed.
     pub async fn authenticate_client(
+        &self,
+        form: &Form,
+        headers: &HeaderMap,
+        ctx: &Ctx,
+        action: &str,
+    ) -> Result<AuthenticatedClient, OAuthError> {
+        let mut client = self
+            .authenticate_client_unclaimed(form, headers, ctx, action)
+            .await?;
+        if let Some(a) = client.unclaimed.take() {
+            let id = client.identity.id;
+            match self.store.claim_once(&a.namespace, &a.jti, a.until).await {
+                Ok(true) => self.limiter.record_success(format_args!("client:{id}")),
+                Ok(false) => {
+                    return Err(self
+                        .auth_failure(ctx, action, Some(id), ASSERTION_REPLAYED)
+                        .await);
+                }
+                Err(_) => return Err(OAuthError::unavailable()),
+            }
+        }
+        Ok(client)
+    }
+
+    /// Commits `event`, the record of a request from `client`. A client assertion's `jti` not
+    /// yet claimed is claimed in the same transaction; if it was a replay, the record written is
+    /// the replay's failure instead, and the replay's error is returned.
+    async fn record_outcome(
+        &self,
+        ctx: &Ctx,
+        action: &str,
+        client: &AuthenticatedClient,
+        event: steward_core::AuditEvent,
+    ) -> Result<(), NotRecorded> {
+        let Some(a) = &client.unclaimed else {
+            return match self.store.commit(Change::audit_only(event)).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err(NotRecorded::Store),
+            };
+        };
+        let id = client.identity.id;
+        let replayed = self.fail_event(ctx, action, Some(id), ASSERTION_REPLAYED);
+        match self
+            .store
+            .claim_once_audited(&a.namespace, &a.jti, a.until, event, replayed)
+            .await
+        {
+            Ok(r) if r.fresh => {
+                self.limiter.record_success(format_args!("client:{id}"));
+                Ok(())
+            }
+            Ok(_) => Err(NotRecorded::Replay(self.count_failure(ctx, Some(id)))),
+            Err(_) => Err(NotRecorded::Store),
+        }
+    }
+
+    /// [`Self::authenticate_client`], leaving a client assertion's `jti` for the caller to
+    /// claim with the record of the request (`record_outcome`).
+    async fn authenticate_client_unclaimed(
         &self,
         form: &Form,
         headers: &HeaderMap,
@@ -424,6 +534,7 @@ impl Inner {
             identity,
             credential_id: cred.id,
             method,
+            unclaimed: None,
         })
     }
 
@@ -530,27 +641,19 @@ impl Inner {
                 .auth_failure(ctx, action, Some(client), "assertion needs jti and exp")
                 .await);
         };
-        let exp_t = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now)
+        let until = OffsetDateTime::from_unix_timestamp(exp).unwrap_or(now)
             + time::Duration::seconds(SKEW_SECS);
-        match self
-            .store
-            .claim_once(&format!("assertion:{client}"), jti, exp_t)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(self
-                    .auth_failure(ctx, action, Some(client), "assertion jti replayed")
-                    .await);
-            }
-            Err(_) => return Err(OAuthError::unavailable()),
-        }
         let identity = self.live_identity(client, ctx, action).await?;
-        self.limiter.record_success(format_args!("client:{client}"));
+        // Claimed by the caller (a success is counted once the claim is known to be fresh).
         Ok(AuthenticatedClient {
             identity,
             credential_id,
             method: AuthMethod::PrivateKeyJwt,
+            unclaimed: Some(AssertionJti {
+                namespace: format!("assertion:{client}"),
+                jti: jti.to_owned(),
+                until,
+            }),
         })
     }
 
@@ -609,35 +712,37 @@ impl Inner {
         if grant == super::federation::TOKEN_EXCHANGE {
             return self.token_exchange(form, headers, ctx).await;
         }
+        // A client assertion's jti is claimed with the record of the outcome: one write.
+        let client = self
+            .authenticate_client_unclaimed(form, headers, ctx, "token.issue")
+            .await?;
         if grant != "client_credentials" {
-            let client = self
-                .authenticate_client(form, headers, ctx, "token.issue")
-                .await?;
             let e = OAuthError::new(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 format!("grant_type {grant} is not supported"),
             );
-            self.deny(ctx, &client, "token.issue", &e).await;
-            return Err(e);
+            return Err(self.deny(ctx, &client, "token.issue", e).await);
         }
-        let client = self
-            .authenticate_client(form, headers, ctx, "token.issue")
-            .await?;
         match self
             .issue_client_credentials(&client, form, headers, ctx)
             .await
         {
             Ok(t) => Ok(t),
-            Err(e) => {
-                self.deny(ctx, &client, "token.issue", &e).await;
-                Err(e)
-            }
+            Err(Refusal::Recorded(e)) => Err(e),
+            Err(Refusal::Unrecorded(e)) => Err(self.deny(ctx, &client, "token.issue", e).await),
         }
     }
 
-    /// Audits a refused request from an authenticated client.
-    async fn deny(&self, ctx: &Ctx, client: &AuthenticatedClient, action: &str, e: &OAuthError) {
+    /// Audits a refused request from an authenticated client, claiming its assertion's `jti`
+    /// if it has one; returns the error to send (a replay's, if the assertion was replayed).
+    async fn deny(
+        &self,
+        ctx: &Ctx,
+        client: &AuthenticatedClient,
+        action: &str,
+        e: OAuthError,
+    ) -> OAuthError {
         let id = client.identity.id;
         let event = steward_core::AuditEvent::new(
             self.now(),
@@ -650,8 +755,13 @@ impl Inner {
         .target(format!("identity:{id}"))
         .reason(format!("{}: {}", e.error, e.description))
         .details(json!({"credential_id": client.credential_id, "method": client.method.as_str()}));
-        if let Err(err) = self.store.commit(Change::audit_only(event)).await {
-            tracing::error!(error = %err, "could not audit a refused token request");
+        match self.record_outcome(ctx, action, client, event).await {
+            Ok(()) => e,
+            Err(NotRecorded::Replay(replayed)) => replayed,
+            Err(NotRecorded::Store) => {
+                tracing::error!("could not audit a refused token request");
+                e
+            }
         }
     }
 
@@ -661,7 +771,7 @@ impl Inner {
         form: &Form,
         headers: &HeaderMap,
         ctx: &Ctx,
-    ) -> Result<Issued, OAuthError> {
+    ) -> Result<Issued, Refusal> {
         let identity = &client.identity;
         let requested = match form.get("scope") {
             Some(s) => scope::parse_scope_param(s).map_err(|e| {
@@ -683,7 +793,8 @@ impl Inner {
                     StatusCode::BAD_REQUEST,
                     "invalid_target",
                     format!("audience {a} is not allowed for this client"),
-                ));
+                )
+                .into());
             }
             if !aud.iter().any(|x| x == a) {
                 aud.push(a.to_owned());
@@ -751,10 +862,11 @@ impl Inner {
             "kid": ring.signer.kid(),
             "jit": claims.jit,
         }));
-        // Durable before the response: the audit record is group-committed and awaited.
-        if self.store.commit(Change::audit_only(event)).await.is_err() {
-            return Err(OAuthError::unavailable());
-        }
+        // Durable before the response: the audit record is group-committed and awaited (with
+        // the claim of a client assertion's jti, which may turn out to be a replay).
+        self.record_outcome(ctx, "token.issue", client, event)
+            .await
+            .map_err(|n| Refusal::Recorded(n.into()))?;
         self.record_use(client.credential_id, now);
         self.record_token_use(client, &claims.scope, &claims.aud.0, ctx, headers, now);
         metrics::counter!("steward_tokens_issued_total").increment(1);

@@ -390,3 +390,129 @@ fn t_plus(t: &TestServer, secs: i64) -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap()
 }
+
+/// A client assertion's `jti` is claimed in the transaction that records the request's outcome,
+/// whatever that outcome: an assertion refused for what it asked (a scope beyond the client's,
+/// an unsupported grant) is used up all the same, a replay is refused as one whatever it asks,
+/// and every outcome is one audit record.
+#[tokio::test]
+async fn an_assertion_is_used_up_by_the_request_that_presents_it() {
+    let t = TestServer::start_with(|c| c.auth_failure_limit = 1000).await;
+    let (id, _) = t.workload("svc").await;
+    let (key, jwk) = p256_key();
+    let (s, _) = t
+        .api(
+            Method::POST,
+            &format!("/v1/identities/{id}/credentials"),
+            Some(json!({"type": "public_key", "jwk": jwk})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let aud = t.url("/oauth2/token");
+    let with = |a: &str, extra: &[(&str, &str)]| {
+        let mut f = form(&[
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", a),
+        ]);
+        f.extend(form(extra));
+        Case {
+            name: "",
+            form: f,
+            basic: None,
+            status: StatusCode::OK,
+            error: "",
+            audit_reason: None,
+        }
+    };
+    // (assertion, extra parameters, expected status, expected error, fragment of the record).
+    type Step<'a> = (
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        StatusCode,
+        &'a str,
+        &'a str,
+    );
+    let denied = assertion(&key, &id, &aud, "denied-first", 60);
+    let unsupported = assertion(&key, &id, &aud, "unsupported-first", 60);
+    let issued = assertion(&key, &id, &aud, "issued-first", 60);
+    let steps: Vec<Step> = vec![
+        (
+            &denied,
+            vec![("grant_type", "client_credentials"), ("scope", "admin:all")],
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "invalid_scope",
+        ),
+        (
+            &denied,
+            vec![("grant_type", "client_credentials")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "replayed",
+        ),
+        (
+            &unsupported,
+            vec![("grant_type", "password")],
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "unsupported_grant_type",
+        ),
+        (
+            &unsupported,
+            vec![("grant_type", "client_credentials")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "replayed",
+        ),
+        (
+            &issued,
+            vec![("grant_type", "client_credentials")],
+            StatusCode::OK,
+            "",
+            "",
+        ),
+        // A replay is refused as one even when it also asks for too much.
+        (
+            &issued,
+            vec![("grant_type", "client_credentials"), ("scope", "admin:all")],
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "replayed",
+        ),
+    ];
+    for (n, (a, extra, status, error, reason)) in steps.into_iter().enumerate() {
+        let before = t.audit_size().await;
+        let (s, v, h) = send(&t, &with(a, &extra)).await;
+        assert_eq!(s, status, "step {n}: {v}");
+        let after = t.audit_size().await;
+        assert_eq!(after, before + 1, "step {n}: one audit record");
+        let rec = t
+            .server
+            .state
+            .store
+            .audit_range(after, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(rec.event.action, "token.issue", "step {n}");
+        assert_eq!(
+            rec.event.identity_id.map(|i| i.to_string()),
+            Some(id.clone())
+        );
+        if status == StatusCode::OK {
+            assert_eq!(
+                rec.event.outcome,
+                steward_core::Outcome::Success,
+                "step {n}"
+            );
+            assert!(v["access_token"].is_string(), "step {n}: {v}");
+            continue;
+        }
+        assert_eq!(v["error"], error, "step {n}: {v}");
+        if status == StatusCode::UNAUTHORIZED {
+            assert!(h.contains_key("www-authenticate"), "step {n}");
+        }
+        let audited = rec.event.reason.clone().unwrap_or_default();
+        assert!(audited.contains(reason), "step {n}: {audited:?}");
+    }
+}

@@ -46,6 +46,7 @@ conformance! {
         misc::touching_many_credentials_at_once,
         misc::revoked_tokens,
         misc::claim_once_detects_replays,
+        misc::claim_once_audited_records_each_outcome,
         misc::purge_removes_only_expired,
         misc::settings,
         misc::signing_keys,

@@ -8,7 +8,7 @@ use steward_store::{Change, CheckpointRecord, Mutation, SigningKeyRecord, Store,
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::support::{T0, api_key, at, commit, identity, owner};
+use crate::support::{T0, api_key, at, commit, event, identity, owner};
 
 pub async fn revoke_identity_credentials(store: Arc<dyn Store>) {
     let o = owner("team");
@@ -277,6 +277,107 @@ pub async fn claim_once_detects_replays(store: Arc<dyn Store>) {
         wins[n] += usize::from(won);
     }
     assert!(wins.iter().all(|w| *w == 1), "{wins:?}");
+}
+
+/// A claim with the record of its outcome: the fresh record for the first claim, the replay
+/// record for every later one (including a value claimed before with `claim_once`), each at the
+/// sequence number it reports; concurrent claims of one value record one winner; the chain holds.
+pub async fn claim_once_audited_records_each_outcome(store: Arc<dyn Store>) {
+    let later = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let outcome = |what: &str, n: usize| {
+        (
+            event(&format!("{what}.fresh")).reason(format!("claim {n}")),
+            event(&format!("{what}.replayed")).reason(format!("claim {n}")),
+        )
+    };
+    let action_at = |seq: u64| {
+        let store = Arc::clone(&store);
+        async move {
+            let r = store.audit_range(seq, 1).await.unwrap();
+            assert_eq!(r.len(), 1, "record {seq} exists");
+            (r[0].event.action.clone(), r[0].event.reason.clone())
+        }
+    };
+
+    let (fresh, replayed) = outcome("one", 1);
+    let first = store
+        .claim_once_audited("assertion", "jti-1", later, fresh, replayed)
+        .await
+        .unwrap();
+    assert!(first.fresh);
+    assert_eq!(
+        action_at(first.seq).await,
+        ("one.fresh".into(), Some("claim 1".into()))
+    );
+    let (fresh, replayed) = outcome("one", 2);
+    let again = store
+        .claim_once_audited("assertion", "jti-1", later, fresh, replayed)
+        .await
+        .unwrap();
+    assert!(!again.fresh, "a replay is refused");
+    assert!(again.seq > first.seq);
+    assert_eq!(
+        action_at(again.seq).await,
+        ("one.replayed".into(), Some("claim 2".into()))
+    );
+    // Plain claims and claims with records share one namespace of values.
+    assert!(!store.claim_once("assertion", "jti-1", later).await.unwrap());
+    assert!(store.claim_once("assertion", "jti-2", later).await.unwrap());
+    let (fresh, replayed) = outcome("two", 3);
+    let r = store
+        .claim_once_audited("assertion", "jti-2", later, fresh, replayed)
+        .await
+        .unwrap();
+    assert!(!r.fresh);
+    assert_eq!(action_at(r.seq).await.0, "two.replayed");
+
+    // Concurrent claims with records, mixed with plain audit commits: each value is won once,
+    // each claim's record is that of its outcome, and every reported number is distinct.
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..150usize {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            if n % 7 == 0 {
+                let seqs = store
+                    .commit(Change::audit_only(event("plain")))
+                    .await
+                    .unwrap();
+                return (n, None, seqs[0]);
+            }
+            let (fresh, replayed) = (
+                event("burst.fresh").reason(format!("claim {n}")),
+                event("burst.replayed").reason(format!("claim {n}")),
+            );
+            let r = store
+                .claim_once_audited("burst", &format!("jti-{}", n % 10), later, fresh, replayed)
+                .await
+                .unwrap();
+            (n, Some(r.fresh), r.seq)
+        });
+    }
+    let mut wins = [0usize; 10];
+    let mut seqs = std::collections::HashSet::new();
+    let mut claimed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (n, fresh, seq) = r.unwrap();
+        assert!(seqs.insert(seq), "sequence number {seq} reported twice");
+        if let Some(fresh) = fresh {
+            wins[n % 10] += usize::from(fresh);
+            claimed.push((n, fresh, seq));
+        }
+    }
+    assert_eq!(wins, [1; 10], "each value is won exactly once");
+    for (n, fresh, seq) in claimed {
+        let (action, reason) = action_at(seq).await;
+        let expected = if fresh {
+            "burst.fresh"
+        } else {
+            "burst.replayed"
+        };
+        assert_eq!(action, expected, "record {seq}");
+        assert_eq!(reason, Some(format!("claim {n}")), "record {seq}");
+    }
+    crate::support::verify_chain(&store).await;
 }
 
 pub async fn purge_removes_only_expired(store: Arc<dyn Store>) {
