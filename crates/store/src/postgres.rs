@@ -448,7 +448,11 @@ static STATEMENTS: Statements = Statements {
     )),
     // The same with the batch's one-time claims, which must all be fresh: a replay fails the
     // statement (nothing claimed, nothing appended) and the writer reruns the batch on its
-    // general path, which claims first and records each outcome.
+    // general path, which claims first and records each outcome. The conditions read `upd`
+    // before `cl`, so the head row is normally locked before any claim is taken, the general
+    // path's order. PostgreSQL leaves the order of data-modifying CTEs unspecified, though: if
+    // two nodes' writers holding the same value ever wait for each other, its deadlock detector
+    // fails one statement, which writes nothing, and that batch reruns on the general path.
     append_audit_claiming: Some(concat!(
         "WITH cl AS (",
         claim_values!("$6", "$7"),
