@@ -264,14 +264,14 @@ impl From<OAuthError> for Refusal {
 /// failure was recorded instead; the error to send), or the store failed.
 enum NotRecorded {
     Replay(OAuthError),
-    Store,
+    Store(steward_store::StoreError),
 }
 
 impl From<NotRecorded> for OAuthError {
     fn from(n: NotRecorded) -> Self {
         match n {
             NotRecorded::Replay(e) => e,
-            NotRecorded::Store => OAuthError::unavailable(),
+            NotRecorded::Store(_) => OAuthError::unavailable(),
         }
     }
 }
@@ -394,7 +394,7 @@ impl Inner {
         let Some(a) = &client.unclaimed else {
             return match self.store.commit(Change::audit_only(event)).await {
                 Ok(_) => Ok(()),
-                Err(_) => Err(NotRecorded::Store),
+                Err(e) => Err(NotRecorded::Store(e)),
             };
         };
         let id = client.identity.id;
@@ -409,7 +409,7 @@ impl Inner {
                 Ok(())
             }
             Ok(_) => Err(NotRecorded::Replay(self.count_failure(ctx, Some(id)))),
-            Err(_) => Err(NotRecorded::Store),
+            Err(e) => Err(NotRecorded::Store(e)),
         }
     }
 
@@ -758,8 +758,8 @@ impl Inner {
         match self.record_outcome(ctx, action, client, event).await {
             Ok(()) => e,
             Err(NotRecorded::Replay(replayed)) => replayed,
-            Err(NotRecorded::Store) => {
-                tracing::error!("could not audit a refused token request");
+            Err(NotRecorded::Store(err)) => {
+                tracing::error!(error = %err, "could not audit a refused token request");
                 e
             }
         }
